@@ -1,0 +1,1 @@
+"""LeRobot-format datasets: reading, writing, recording."""

@@ -1,0 +1,1 @@
+"""Thin rclpy adapters over the ROS-free policy, execution and data code."""

@@ -1,0 +1,1 @@
+"""The MoLe-VLA model in pure PyTorch (no ROS import anywhere below this package)."""
