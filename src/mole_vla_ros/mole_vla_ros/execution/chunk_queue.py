@@ -1,0 +1,245 @@
+"""SmolVLA-style asynchronous chunk execution, without ROS: a queue of timed joint targets.
+
+Each action of a chunk has an absolute target time: observation stamp + offset (offset i = (i+1)/fps). The
+control loop calls `pop(now)` every tick and gets the target it should be heading to. When a new chunk arrives:
+- actions whose time has already passed, or that are due before the target already sent to the arm, are
+  dropped: the inference latency is absorbed and the arm never moves backwards in time (lerobot async_inference
+  drops steps at or before the last executed one);
+- where old and new chunks overlap in time, the two are blended (replace / average / weighted with a new-chunk
+  weight, 0.7 by default like lerobot's `weighted_average`);
+- old actions later than the new chunk's last one are discarded: the newer plan wins.
+`needs_chunk(now)` turns true when what remains falls under `threshold` x the chunk length (lerobot's
+`chunk_size_threshold`, 0.5 in its code). A dry queue holds the last command and says so.
+
+`sync` mode is the baseline SmolVLA compares against: ask, wait, execute the whole chunk from its arrival, ask
+again. There is deliberately no joint-space "similar observation" filter (lerobot issues #1557, #1500: it makes
+async degenerate into waiting for an empty queue).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from so100_driver.joints import JointSpec, joints_for
+
+
+class BlendMode(StrEnum):
+    REPLACE = "replace"
+    AVERAGE = "average"
+    WEIGHTED = "weighted"
+
+
+class ExecutionMode(StrEnum):
+    ASYNC = "async"
+    SYNC = "sync"
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Args:
+    mode: async (request ahead, blend overlaps) or sync (request only when empty, run the chunk from arrival).
+    threshold: request the next chunk when remaining actions < threshold x chunk length, in (0, 1].
+    blend_mode: how overlapping old and new actions merge.
+    blend_weight: weight of the NEW chunk in weighted mode, in [0, 1] (lerobot: 0.7).
+    request_timeout: seconds after which an unanswered chunk request may be repeated.
+    arm: joint table used to validate limits ("so100" or "so101").
+    """
+
+    mode: ExecutionMode = ExecutionMode.ASYNC
+    threshold: float = 0.5
+    blend_mode: BlendMode = BlendMode.WEIGHTED
+    blend_weight: float = 0.7
+    request_timeout: float = 1.0
+    arm: str = "so100"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", ExecutionMode(self.mode))
+        object.__setattr__(self, "blend_mode", BlendMode(self.blend_mode))
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if not 0.0 <= self.blend_weight <= 1.0:
+            raise ValueError(f"blend_weight must be in [0, 1], got {self.blend_weight}")
+        if not (math.isfinite(self.request_timeout) and self.request_timeout > 0):
+            raise ValueError(f"request_timeout must be positive, got {self.request_timeout}")
+        joints_for(self.arm)  # raises on an unknown arm
+
+    @property
+    def new_weight(self) -> float:
+        return {BlendMode.REPLACE: 1.0, BlendMode.AVERAGE: 0.5, BlendMode.WEIGHTED: self.blend_weight}[self.blend_mode]
+
+
+@dataclass(frozen=True)
+class PushResult:
+    accepted: bool
+    reason: str = ""
+    dropped_stale: int = 0  # actions of the new chunk whose time had passed
+    blended: int = 0  # actions merged with the old queue
+    queued: int = 0  # queue length after the push
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What the control loop should command now. `positions` is None only before any command is known."""
+
+    positions: np.ndarray | None
+    holding: bool  # True when the queue is dry and the last command is repeated
+    target_time: float | None  # absolute time the target is meant to be reached (None when holding)
+    hold_duration: float = 0.0  # seconds the queue has been dry
+
+
+class ChunkRejectedError(ValueError):
+    pass
+
+
+def validate_chunk(positions: np.ndarray, offsets: np.ndarray, joints: Sequence[JointSpec]) -> None:
+    """Raise ChunkRejectedError naming the first problem: shape, non-finite values, limits, or time order."""
+    if positions.ndim != 2 or positions.shape[1] != len(joints) or positions.shape[0] == 0:
+        raise ChunkRejectedError(f"chunk must be (H>0, {len(joints)}) positions, got {positions.shape}")
+    if offsets.shape != (positions.shape[0],):
+        raise ChunkRejectedError(f"chunk has {positions.shape[0]} actions but {offsets.shape} time offsets")
+    if not np.all(np.isfinite(positions)):
+        step, joint = np.argwhere(~np.isfinite(positions))[0]
+        raise ChunkRejectedError(f"non-finite action at step {step} joint {joints[joint].name}")
+    if not np.all(np.isfinite(offsets)) or np.any(np.diff(offsets) <= 0) or offsets[0] < 0:
+        raise ChunkRejectedError(f"action times must be finite, non-negative and increasing, got {offsets.tolist()}")
+    lower = np.array([j.lower for j in joints])
+    upper = np.array([j.upper for j in joints])
+    outside = (positions < lower) | (positions > upper)
+    if np.any(outside):
+        step, joint = np.argwhere(outside)[0]
+        spec = joints[joint]
+        raise ChunkRejectedError(
+            f"action at step {step} puts {spec.name} at {positions[step, joint]:.3f} rad, "
+            f"outside its limits [{spec.lower:.3f}, {spec.upper:.3f}]"
+        )
+
+
+class ChunkQueue:
+    """The timed action queue. Not thread-safe: the owner serialises calls (the executor node holds a lock)."""
+
+    def __init__(self, config: QueueConfig | None = None) -> None:
+        self.config = config or QueueConfig()
+        self._joints = joints_for(self.config.arm)
+        self._times = np.zeros(0)  # (N,) absolute seconds, increasing
+        self._actions = np.zeros((0, len(self._joints)))  # (N, J)
+        self._last_command: np.ndarray | None = None
+        self._dry_since: float | None = None
+        self._chunk_length = 0
+        self._requested_at: float | None = None
+        self._sent_until = -math.inf  # target time of the last action handed to the arm
+
+    # ---- state ----
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    @property
+    def last_command(self) -> np.ndarray | None:
+        return None if self._last_command is None else self._last_command.copy()
+
+    def remaining(self, now: float) -> int:
+        return int(np.count_nonzero(self._times >= now))
+
+    def seed_hold(self, positions: np.ndarray) -> None:
+        """The position to hold before any chunk arrived (e.g. the arm's measured joints)."""
+        self._last_command = np.asarray(positions, dtype=np.float64).copy()
+
+    def clear(self) -> None:
+        """Drop every queued action; the arm holds its last command."""
+        self._times = self._times[:0]
+        self._actions = self._actions[:0]
+
+    # ---- requests ----
+
+    def needs_chunk(self, now: float) -> bool:
+        """True when a new chunk should be requested now (and no recent request is still unanswered)."""
+        if self._requested_at is not None and now - self._requested_at < self.config.request_timeout:
+            return False
+        remaining = self.remaining(now)
+        if self.config.mode is ExecutionMode.SYNC or self._chunk_length == 0:
+            return remaining == 0
+        return remaining < self.config.threshold * self._chunk_length
+
+    def mark_requested(self, now: float) -> None:
+        self._requested_at = now
+
+    # ---- chunks in, actions out ----
+
+    def push(self, stamp: float, offsets: np.ndarray, positions: np.ndarray, now: float) -> PushResult:
+        """Add a chunk computed from the observation at `stamp`. A bad chunk clears the queue (the arm holds)."""
+        positions = np.asarray(positions, dtype=np.float64)
+        offsets = np.asarray(offsets, dtype=np.float64)
+        try:
+            validate_chunk(positions, offsets, self._joints)
+            if not math.isfinite(stamp):
+                raise ChunkRejectedError(f"chunk stamp must be finite, got {stamp}")
+        except ChunkRejectedError as err:
+            self.clear()
+            self._requested_at = None
+            return PushResult(accepted=False, reason=str(err), queued=0)
+        self._requested_at = None
+        self._chunk_length = len(offsets)
+        if self.config.mode is ExecutionMode.SYNC:
+            # Sync executes the whole chunk from its arrival: nothing is dropped, nothing blended.
+            self._times = now + offsets
+            self._actions = positions.copy()
+            return PushResult(accepted=True, queued=len(self._times))
+
+        times = stamp + offsets
+        # Past actions, and those due before the target already sent, would move the arm back in time.
+        fresh = (times >= now) & (times > self._sent_until)
+        dropped = int(np.count_nonzero(~fresh))
+        times, positions = times[fresh], positions[fresh]
+        blended = 0
+        old_live = self._times >= now
+        old_times, old_actions = self._times[old_live], self._actions[old_live]
+        if len(times) and len(old_times):
+            # Old plan sampled at the new actions' times, only where it actually covers them.
+            overlap = (times >= old_times[0]) & (times <= old_times[-1])
+            blended = int(np.count_nonzero(overlap))
+            if blended:
+                old_at_new = np.stack(
+                    [np.interp(times[overlap], old_times, old_actions[:, j]) for j in range(old_actions.shape[1])],
+                    axis=1,
+                )
+                w = self.config.new_weight
+                positions = positions.copy()
+                positions[overlap] = w * positions[overlap] + (1.0 - w) * old_at_new
+            # Old actions before the new chunk's first one stay: they are the arm's immediate future.
+            keep = old_times < times[0]
+            self._times = np.concatenate([old_times[keep], times])
+            self._actions = np.concatenate([old_actions[keep], positions])
+        elif len(times):
+            self._times, self._actions = times, positions.copy()
+        else:
+            self._times, self._actions = old_times, old_actions
+        return PushResult(accepted=True, dropped_stale=dropped, blended=blended, queued=len(self._times))
+
+    def pop(self, now: float) -> Tick:
+        """The target for the control tick at `now`: the earliest action not yet due-and-passed.
+
+        Actions whose time is before `now` are consumed. With nothing left, the last command is held.
+        """
+        passed = self._times < now
+        if np.any(passed):
+            self._last_command = self._actions[passed][-1].copy()
+            self._times, self._actions = self._times[~passed], self._actions[~passed]
+        if len(self._times):
+            self._dry_since = None
+            self._last_command = self._actions[0].copy()
+            self._sent_until = max(self._sent_until, float(self._times[0]))
+            return Tick(positions=self._last_command.copy(), holding=False, target_time=float(self._times[0]))
+        if self._dry_since is None:
+            self._dry_since = now
+        held = None if self._last_command is None else self._last_command.copy()
+        return Tick(positions=held, holding=True, target_time=None, hold_duration=now - self._dry_since)
+
+    def upcoming(self, now: float, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next `count` (times, actions) at or after `now`, for a timed trajectory output."""
+        live = self._times >= now
+        return self._times[live][:count].copy(), self._actions[live][:count].copy()

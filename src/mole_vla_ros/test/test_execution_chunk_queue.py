@@ -1,0 +1,207 @@
+"""The async chunk queue without ROS: stale drop, blending, threshold, dry hold, sync mode, bad chunks."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig
+
+FPS = 10.0
+
+
+def _offsets(h):
+    return np.arange(1, h + 1) / FPS
+
+
+def _chunk(h, value=0.0):
+    return np.full((h, 6), value)
+
+
+def _ramp(h, start=0.0, step=0.01):
+    return np.repeat((start + step * np.arange(h))[:, None], 6, axis=1)
+
+
+def test_first_chunk_actions_come_out_at_their_times():
+    q = ChunkQueue()
+    result = q.push(stamp=100.0, offsets=_offsets(4), positions=_ramp(4), now=100.0)
+    assert result.accepted and result.queued == 4 and result.dropped_stale == 0
+    # At 100.05 the next target is the action due at 100.1 (index 0), at 100.15 the one due at 100.2.
+    assert q.pop(100.05).positions[0] == pytest.approx(0.0)
+    tick = q.pop(100.15)
+    assert tick.positions[0] == pytest.approx(0.01) and tick.target_time == pytest.approx(100.2)
+    assert not tick.holding
+
+
+def test_stale_actions_are_dropped_so_time_never_goes_backwards():
+    q = ChunkQueue()
+    # Observation at 100.0, chunk arrives 0.25 s later: actions at 100.1 and 100.2 are already past.
+    result = q.push(stamp=100.0, offsets=_offsets(6), positions=_ramp(6), now=100.25)
+    assert result.dropped_stale == 2 and result.queued == 4
+    tick = q.pop(100.25)
+    assert tick.target_time == pytest.approx(100.3) and tick.positions[0] == pytest.approx(0.02)
+
+
+def test_a_chunk_entirely_in_the_past_keeps_the_old_queue():
+    q = ChunkQueue()
+    q.push(100.0, _offsets(10), _chunk(10, 0.1), now=100.0)
+    result = q.push(90.0, _offsets(3), _chunk(3, 0.5), now=100.0)
+    assert result.accepted and result.dropped_stale == 3 and result.queued == 10
+    assert q.pop(100.0).positions[0] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("mode", "weight", "expected"),
+    [(BlendMode.REPLACE, 0.7, 0.5), (BlendMode.AVERAGE, 0.7, 0.3), (BlendMode.WEIGHTED, 0.7, 0.7 * 0.5 + 0.3 * 0.1)],
+)
+def test_overlap_blending_modes(mode, weight, expected):
+    q = ChunkQueue(QueueConfig(blend_mode=mode, blend_weight=weight))
+    q.push(100.05, _offsets(10), _chunk(10, 0.1), now=100.05)  # covers 100.15 .. 101.05
+    result = q.push(100.5, _offsets(10), _chunk(10, 0.5), now=100.52)  # covers 100.6 .. 101.5
+    assert result.blended == 5  # 100.6 .. 101.0 overlap
+    # The old action due before the new chunk's start (100.55) stays untouched.
+    assert q.pop(100.52).positions[0] == pytest.approx(0.1)
+    assert q.pop(100.65).positions[0] == pytest.approx(expected)  # 100.7: overlap
+    assert q.pop(101.05).positions[0] == pytest.approx(0.5)  # 101.1: new only
+
+
+def test_blend_interpolates_the_old_plan_between_its_actions():
+    q = ChunkQueue(QueueConfig(blend_mode=BlendMode.AVERAGE))
+    q.push(100.0, _offsets(10), _ramp(10, 0.0, 0.1), now=100.0)  # 0.0 at 100.1, 0.1 at 100.2, ...
+    q.push(100.05, _offsets(3), _chunk(3, 0.0), now=100.06)  # 100.15: old plan there = 0.05
+    tick = q.pop(100.12)
+    assert tick.target_time == pytest.approx(100.15)
+    assert tick.positions[0] == pytest.approx(0.5 * 0.0 + 0.5 * 0.05)
+    # The newer plan wins beyond its end: old actions after 100.35 are gone.
+    assert len(q) == 3
+
+
+def test_threshold_triggers_requests_and_unanswered_requests_repeat():
+    q = ChunkQueue(QueueConfig(threshold=0.5, request_timeout=1.0))
+    assert q.needs_chunk(100.0)  # empty
+    q.mark_requested(100.0)
+    assert not q.needs_chunk(100.5)  # in flight
+    assert q.needs_chunk(101.0)  # timed out: ask again
+    q.push(101.0, _offsets(10), _chunk(10), now=101.0)
+    assert not q.needs_chunk(101.0)  # 10 left
+    q.pop(101.55)
+    assert not q.needs_chunk(101.55)  # 5 left: not under half
+    q.pop(101.65)
+    assert q.needs_chunk(101.65)  # 4 left < 5
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.5, -0.1])
+def test_threshold_out_of_range_is_refused(threshold):
+    with pytest.raises(ValueError, match="threshold"):
+        QueueConfig(threshold=threshold)
+
+
+def test_bad_config_values_are_refused():
+    with pytest.raises(ValueError):
+        QueueConfig(blend_mode="median")
+    with pytest.raises(ValueError, match="blend_weight"):
+        QueueConfig(blend_weight=1.2)
+    with pytest.raises(ValueError, match="unknown arm"):
+        QueueConfig(arm="so42")
+
+
+def test_dry_queue_holds_the_last_command_and_reports_it():
+    q = ChunkQueue()
+    q.push(100.0, _offsets(3), _ramp(3, 0.2, 0.1), now=100.0)
+    q.pop(100.25)
+    tick = q.pop(100.4)
+    assert tick.holding and tick.positions[0] == pytest.approx(0.4) and tick.target_time is None
+    later = q.pop(101.4)
+    assert later.holding and later.hold_duration == pytest.approx(1.0)
+    assert later.positions[0] == pytest.approx(0.4)
+
+
+def test_nothing_to_hold_before_any_command_unless_seeded():
+    q = ChunkQueue()
+    assert q.pop(1.0).positions is None
+    q.seed_hold(np.full(6, 0.3))
+    assert q.pop(1.1).positions.tolist() == [0.3] * 6
+
+
+def test_sync_mode_runs_the_whole_chunk_from_its_arrival():
+    q = ChunkQueue(QueueConfig(mode=ExecutionMode.SYNC))
+    # Arrives 0.25 s after its observation: in sync nothing is dropped, it runs from arrival.
+    result = q.push(100.0, _offsets(4), _ramp(4), now=100.25)
+    assert result.queued == 4 and result.dropped_stale == 0
+    assert not q.needs_chunk(100.3)
+    assert q.pop(100.3).positions[0] == pytest.approx(0.0)
+    q.pop(100.62)
+    assert not q.needs_chunk(100.64)  # last action, due at 100.65, still running
+    assert q.needs_chunk(100.66)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda p: p.__setitem__((2, 1), float("nan")), "non-finite action at step 2 joint shoulder_lift"),
+        (lambda p: p.__setitem__((0, 0), float("inf")), "non-finite action at step 0 joint shoulder_pan"),
+        (lambda p: p.__setitem__((1, 5), math.radians(120)), "step 1 puts gripper at 2.094 rad, outside"),
+        (lambda p: p.__setitem__((3, 2), -3.0), "elbow_flex"),
+    ],
+)
+def test_bad_chunks_are_rejected_and_the_arm_holds(mutate, match):
+    q = ChunkQueue()
+    q.push(100.0, _offsets(5), _chunk(5, 0.1), now=100.0)
+    q.pop(100.05)
+    bad = _chunk(5, 0.2)
+    mutate(bad)
+    result = q.push(100.1, _offsets(5), bad, now=100.12)
+    assert not result.accepted
+    assert result.reason.startswith(match) or match in result.reason
+    tick = q.pop(100.15)
+    assert tick.holding and tick.positions.tolist() == [0.1] * 6
+
+
+def test_malformed_chunk_shapes_and_times_are_rejected():
+    q = ChunkQueue()
+    assert "(H>0, 6)" in q.push(1.0, _offsets(3), np.zeros((3, 5)), now=1.0).reason
+    assert "increasing" in q.push(1.0, np.array([0.1, 0.1, 0.2]), np.zeros((3, 6)), now=1.0).reason
+    assert "time offsets" in q.push(1.0, _offsets(2), np.zeros((3, 6)), now=1.0).reason
+    assert "stamp" in q.push(float("nan"), _offsets(3), np.zeros((3, 6)), now=1.0).reason
+
+
+def test_so101_limits_apply_when_selected():
+    roll = math.radians(162)  # inside the SO-101's wrist_roll range, outside the SO-100's
+    chunk = _chunk(2)
+    chunk[:, 4] = roll
+    assert not ChunkQueue(QueueConfig(arm="so100")).push(1.0, _offsets(2), chunk, now=1.0).accepted
+    assert ChunkQueue(QueueConfig(arm="so101")).push(1.0, _offsets(2), chunk, now=1.0).accepted
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrivals=st.lists(st.tuples(st.floats(0.0, 0.4), st.integers(2, 12), st.floats(-1.0, 1.0)), min_size=1, max_size=6),
+    mode=st.sampled_from(list(BlendMode)),
+)
+def test_targets_never_go_backwards_in_time_and_stay_in_limits(arrivals, mode):
+    q = ChunkQueue(QueueConfig(blend_mode=mode))
+    q.seed_hold(np.zeros(6))
+    now, last_target = 100.0, -math.inf
+    for latency, length, value in arrivals:
+        q.push(now - latency, _offsets(length), _chunk(length, value), now=now)
+        for _ in range(5):
+            now += 0.02
+            tick = q.pop(now)
+            assert tick.positions is not None and np.all(np.abs(tick.positions) <= 1.0 + 1e-12)
+            if tick.target_time is not None:
+                assert tick.target_time >= now and tick.target_time >= last_target
+                last_target = tick.target_time
+
+
+def test_actions_due_before_the_target_already_sent_are_dropped():
+    q = ChunkQueue(QueueConfig(blend_mode=BlendMode.REPLACE))
+    q.push(100.0, _offsets(5), _chunk(5, 0.1), now=100.0)
+    assert q.pop(100.01).target_time == pytest.approx(100.1)  # sent to the arm
+    # A chunk observed at 99.95 has an action due at 100.05: future, but before what the arm already heads to.
+    result = q.push(99.95, _offsets(5), _chunk(5, 0.4), now=100.02)
+    assert result.dropped_stale == 1
+    assert q.pop(100.03).target_time == pytest.approx(100.1)  # the sent target is kept
+    tick = q.pop(100.11)
+    assert tick.target_time == pytest.approx(100.15) and tick.positions[0] == pytest.approx(0.4)
