@@ -1,0 +1,248 @@
+"""ChunkExecutorNode: streams queued action chunks to the arm at the control rate and asks for the next chunk.
+
+mole/action_chunk (ActionChunk) --> ChunkQueue (execution/chunk_queue.py) --> joint_command (JointState), or
+                                                        joint_trajectory_controller/joint_trajectory (JointTrajectory)
+mole/chunk_request (Header, stamp = when asked) <-- when the queue runs low
+
+The control timer has its own callback group and only takes a short lock, so a slow chunk callback (or the policy
+in another process) never delays a command. When the queue runs dry it repeats the last command (the arm holds);
+after `hold_timeout` of holding it stops streaming and leaves the arm on its last goal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Header
+from trajectory_msgs.msg import JointTrajectory
+
+from mole_msgs.msg import ActionChunk
+from mole_vla_ros import conversions, qos
+from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig
+from mole_vla_ros.nodes import _params
+from so100_driver.joints import JOINT_NAMES
+
+OUTPUT_MODES = ("command", "trajectory")
+# Parameters the queue reads; they may change at runtime (validated by building a new QueueConfig).
+QUEUE_PARAMS = ("mode", "threshold", "blend_mode", "blend_weight", "request_timeout")
+
+
+@dataclass(frozen=True)
+class ExecutorParams:
+    control_rate: float
+    fps: float
+    output_mode: str
+    hold_timeout: float
+    joint_names: tuple[str, ...]
+    trajectory_points: int
+    arm: str
+
+
+class ChunkExecutorNode(Node):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__("chunk_executor", **kwargs)
+        self.declare_parameters(
+            "",
+            [
+                ("control_rate", 50.0, _params.floating("Command stream rate, Hz.", 1.0, 500.0, read_only=True)),
+                ("fps", 30.0, _params.floating("Chunk step rate used when a chunk carries no times, Hz.", 1.0, 200.0)),
+                ("threshold", 0.5, _params.floating("Request a chunk when remaining < threshold x chunk.", 0.01, 1.0)),
+                ("blend_mode", "weighted", _params.choice("How overlaps merge.", tuple(m.value for m in BlendMode))),
+                ("blend_weight", 0.7, _params.floating("Weight of the NEW chunk in weighted mode.", 0.0, 1.0)),
+                ("mode", "async", _params.choice("Execution mode.", tuple(m.value for m in ExecutionMode))),
+                ("output_mode", "command", _params.choice("Arm interface.", OUTPUT_MODES, read_only=True)),
+                ("hold_timeout", 2.0, _params.floating("Holding longer than this stops the stream, s.", 0.1, 3600.0)),
+                ("request_timeout", 1.0, _params.floating("Repeat an unanswered chunk request after, s.", 0.05, 60.0)),
+                ("joint_names", list(JOINT_NAMES), _params.text("Output joint names, in the joint table's order.")),
+                ("trajectory_points", 10, _params.integer("Points per trajectory message.", 1, 200, read_only=True)),
+                ("arm", "so100", _params.choice("Joint table whose limits apply.", ("so100", "so101"), read_only=True)),
+            ],
+        )
+        self.params = self._read_params()
+        self._lock = threading.Lock()
+        self.queue = ChunkQueue(self._queue_config({}))
+        self.stats = {"chunks": 0, "rejected": 0, "stale_dropped": 0, "requests": 0}
+        self.last_reject = ""
+        self.tick_times: deque[float] = deque(maxlen=5000)  # monotonic s, for jitter diagnostics and benchmarks
+        self._streaming = True
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._request_pub = self.create_publisher(Header, "mole/chunk_request", qos.RELIABLE)
+        if self.params.output_mode == "command":
+            self._command_pub = self.create_publisher(JointState, "joint_command", qos.RELIABLE)
+        else:
+            self._command_pub = self.create_publisher(
+                JointTrajectory, "joint_trajectory_controller/joint_trajectory", qos.RELIABLE
+            )
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.RELIABLE)
+        self.create_subscription(
+            ActionChunk,
+            "mole/action_chunk",
+            self._on_chunk,
+            qos.RELIABLE,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
+        self.create_timer(
+            1.0 / self.params.control_rate, self._on_tick, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        self.create_timer(1.0, self._publish_diagnostics)
+
+    # ---- parameters ----
+
+    def _read_params(self) -> ExecutorParams:
+        names = tuple(self.get_parameter("joint_names").value)
+        if len(names) != len(JOINT_NAMES) or len(set(names)) != len(names):
+            raise ValueError(f"joint_names must be {len(JOINT_NAMES)} distinct names, got {list(names)}")
+        return ExecutorParams(
+            control_rate=self.get_parameter("control_rate").value,
+            fps=self.get_parameter("fps").value,
+            output_mode=self._checked_choice("output_mode", OUTPUT_MODES),
+            hold_timeout=self.get_parameter("hold_timeout").value,
+            joint_names=names,
+            trajectory_points=self.get_parameter("trajectory_points").value,
+            arm=self.get_parameter("arm").value,
+        )
+
+    def _checked_choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.get_parameter(name).value
+        if value not in choices:
+            raise ValueError(f"parameter {name}={value!r} must be one of {list(choices)}")
+        return value
+
+    def _queue_config(self, overrides: dict[str, object]) -> QueueConfig:
+        values = {name: overrides.get(name, self.get_parameter(name).value) for name in QUEUE_PARAMS}
+        return QueueConfig(arm=self.get_parameter("arm").value, **values)
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        overrides = {p.name: p.value for p in parameters if p.name in QUEUE_PARAMS}
+        updates = {p.name: p.value for p in parameters if p.name in ("fps", "hold_timeout", "joint_names")}
+        if "joint_names" in updates:
+            names = tuple(updates["joint_names"])
+            if len(names) != len(JOINT_NAMES) or len(set(names)) != len(names):
+                return SetParametersResult(successful=False, reason=f"joint_names must be 6 distinct names: {names}")
+            updates["joint_names"] = names
+        try:
+            config = self._queue_config(overrides)
+        except ValueError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        with self._lock:
+            self.queue.config = config
+            self.params = dataclasses.replace(self.params, **updates)
+        return SetParametersResult(successful=True)
+
+    # ---- callbacks ----
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        try:
+            chunk = conversions.parse_action_chunk(msg)
+            offsets = chunk.offsets
+            if np.all(offsets == 0):
+                offsets = np.arange(1, len(offsets) + 1) / self.params.fps
+        except ValueError as err:
+            self._reject(f"chunk {msg.chunk_id} malformed: {err}")
+            return
+        with self._lock:
+            result = self.queue.push(chunk.stamp, offsets, chunk.positions, now=self._now())
+            self._streaming = True
+        if not result.accepted:
+            self._reject(f"chunk {chunk.chunk_id} rejected, holding: {result.reason}")
+            return
+        self.stats["chunks"] += 1
+        self.stats["stale_dropped"] += result.dropped_stale
+
+    def _reject(self, reason: str) -> None:
+        self.stats["rejected"] += 1
+        self.last_reject = reason
+        self.get_logger().error(reason)
+
+    def _on_tick(self) -> None:
+        self.tick_times.append(time.monotonic())
+        now = self._now()
+        trajectory = self.params.output_mode == "trajectory"
+        with self._lock:
+            tick = self.queue.pop(now)
+            request = self.queue.needs_chunk(now)
+            if request:
+                self.queue.mark_requested(now)
+            upcoming = self.queue.upcoming(now, self.params.trajectory_points) if trajectory else None
+            if tick.holding and tick.hold_duration > self.params.hold_timeout:
+                self._streaming = False
+            streaming = self._streaming
+        stamp = conversions.seconds_to_stamp(now)
+        if request:
+            self.stats["requests"] += 1
+            self._request_pub.publish(Header(stamp=stamp))
+        if tick.positions is None or not streaming:
+            return
+        names = self.params.joint_names
+        if not trajectory:
+            self._command_pub.publish(conversions.positions_to_joint_state(tick.positions, names, stamp))
+            return
+        times, actions = upcoming
+        if len(times) == 0:  # holding: one point at the last command, one control period ahead
+            times, actions = np.array([now + 1.0 / self.params.control_rate]), tick.positions[None, :]
+        self._command_pub.publish(conversions.build_joint_trajectory(actions, times - now, stamp, names))
+
+    def jitter_p99(self) -> float:
+        """99th percentile of |tick period - nominal period| over the recent ticks, seconds."""
+        ticks = np.array(self.tick_times)
+        if len(ticks) < 3:
+            return 0.0
+        return float(np.percentile(np.abs(np.diff(ticks) - 1.0 / self.params.control_rate), 99))
+
+    def _publish_diagnostics(self) -> None:
+        now = self._now()
+        with self._lock:
+            queued, remaining = len(self.queue), self.queue.remaining(now)
+            holding = remaining == 0
+            streaming = self._streaming
+        status = DiagnosticStatus(name="mole/chunk_executor", hardware_id="chunk_executor")
+        if self.last_reject:
+            status.level, status.message = DiagnosticStatus.ERROR, self.last_reject
+            self.last_reject = ""
+        elif holding:
+            status.level = DiagnosticStatus.WARN
+            status.message = "queue dry: holding last command" if streaming else "idle: no chunk, stream stopped"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "streaming"
+        values = {
+            "queued_actions": queued,
+            "mode": self.queue.config.mode.value,
+            "jitter_p99_ms": f"{self.jitter_p99() * 1e3:.3f}",
+            **self.stats,
+        }
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = conversions.seconds_to_stamp(now)
+        self._diag_pub.publish(msg)
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        with rclpy.init(args=args):
+            node = ChunkExecutorNode()
+            executor = MultiThreadedExecutor(num_threads=3)
+            executor.add_node(node)
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()
