@@ -1,0 +1,589 @@
+"""LeRobot dataset format v3.0: a writer (sim recorder, ROS recorder) and a reader (training), no LeRobot import.
+
+On-disk layout (what LeRobot 0.6 writes and reads):
+
+    meta/info.json                              features, fps, paths, counts (+ our "joint_units"/"joint_names")
+    meta/stats.json                             per feature min/max/mean/std/count
+    meta/tasks.parquet                          task text (pandas index "task") -> task_index
+    meta/episodes/chunk-000/file-000.parquet    one row per episode: length, data and video ranges
+    data/chunk-000/file-000.parquet             one row per frame, every episode
+    videos/<image key>/chunk-000/file-000.mp4   one stream per camera, episodes back to back
+
+Units: our datasets store joints in radians, in `so100_driver.joints` order, and say so in info.json
+(`"joint_units": "rad"`). LeRobot's own SO-100 datasets hold degrees or its normalised ranges (-100..100, gripper
+0..100) and do not record which: the reader converts by what the metadata says (or what the caller asserts with
+`units=`) and refuses a dataset whose units it cannot know.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from so100_driver.joints import JOINT_NAMES, joints_for
+
+CODEBASE_VERSION = "v3.0"
+CHUNK = "chunk-000/file-000"
+DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+STATE, ACTION = "observation.state", "action"
+IMAGE_PREFIX = "observation.images."
+REQUIRED_COLUMNS = (STATE, ACTION, "timestamp", "frame_index", "episode_index", "index", "task_index")
+UNITS = ("rad", "deg", "range_m100_100")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read (or written) as asked; the message says what is wrong and where."""
+
+
+# ----------------------------------------------------------------------------------------------------- writer
+
+
+class LeRobotDatasetWriter:
+    """Writes episodes frame by frame: `add_frame(...)` ..., `save_episode()` (or `discard_episode()`), `close()`.
+
+    Args:
+        root: dataset folder (created; must not hold a dataset already).
+        fps: frame rate, Hz (timestamp = frame_index / fps).
+        cameras: camera name -> (height, width); stored as videos `observation.images.<name>`.
+        robot_type: info.json's robot_type.
+        joint_names: joint order of state and action (radians).
+        vcodec: PyAV encoder; AV1 ("libsvtav1") is LeRobot's default, "libx264" is faster to encode.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        fps: int,
+        cameras: dict[str, tuple[int, int]],
+        robot_type: str = "so100",
+        joint_names: Sequence[str] = JOINT_NAMES,
+        vcodec: str = "libsvtav1",
+    ) -> None:
+        self.root = Path(root)
+        if (self.root / "meta" / "info.json").exists():
+            raise DatasetError(f"{self.root} already holds a dataset; choose a new folder")
+        if not 1 <= fps <= 1000:
+            raise DatasetError(f"fps {fps} outside 1..1000")
+        self.fps = int(fps)
+        self.cameras = dict(cameras)
+        self.robot_type = robot_type
+        self.joint_names = tuple(joint_names)
+        self.vcodec = vcodec
+        self._rows: dict[str, list] = {c: [] for c in REQUIRED_COLUMNS}
+        self._episodes: list[dict] = []
+        self._tasks: dict[str, int] = {}
+        self._buffer: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], str]] = []
+        self._video: dict[str, tuple[av.container.OutputContainer, av.video.stream.VideoStream]] = {}
+        self._video_frames = dict.fromkeys(self.cameras, 0)
+        self._image_sums = {c: np.zeros((3, 4)) for c in self.cameras}  # sum, sum of squares, min, max (per channel)
+        self._image_count = dict.fromkeys(self.cameras, 0)
+        self.closed = False
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self._episodes)
+
+    def add_frame(
+        self, state: Sequence[float], action: Sequence[float], images: dict[str, np.ndarray], task: str
+    ) -> None:
+        n = len(self.joint_names)
+        state_arr = np.asarray(state, dtype=np.float32).reshape(-1)
+        action_arr = np.asarray(action, dtype=np.float32).reshape(-1)
+        if state_arr.shape != (n,) or action_arr.shape != (n,):
+            raise DatasetError(f"state and action must have {n} values, got {state_arr.shape} and {action_arr.shape}")
+        if not (np.all(np.isfinite(state_arr)) and np.all(np.isfinite(action_arr))):
+            raise DatasetError("state and action must be finite")
+        if set(images) != set(self.cameras):
+            raise DatasetError(f"frame has cameras {sorted(images)}, the dataset {sorted(self.cameras)}")
+        for name, image in images.items():
+            if image.shape != (*self.cameras[name], 3) or image.dtype != np.uint8:
+                raise DatasetError(
+                    f"camera {name}: expected uint8 {(*self.cameras[name], 3)}, got {image.dtype} {image.shape}"
+                )
+        if not task:
+            raise DatasetError("every frame needs a task text")
+        self._buffer.append((state_arr, action_arr, {k: v.copy() for k, v in images.items()}, task))
+
+    def discard_episode(self) -> None:
+        self._buffer.clear()
+
+    def save_episode(self) -> int:
+        """Append the buffered frames as one episode; returns its index."""
+        if not self._buffer:
+            raise DatasetError("no frames to save in this episode")
+        episode = len(self._episodes)
+        start = len(self._rows["index"])
+        tasks = []
+        for frame_index, (state, action, _images, task) in enumerate(self._buffer):
+            if task not in self._tasks:
+                self._tasks[task] = len(self._tasks)
+            if task not in tasks:
+                tasks.append(task)
+            self._rows[STATE].append(state)
+            self._rows[ACTION].append(action)
+            self._rows["timestamp"].append(np.float32(frame_index / self.fps))
+            self._rows["frame_index"].append(frame_index)
+            self._rows["episode_index"].append(episode)
+            self._rows["index"].append(start + frame_index)
+            self._rows["task_index"].append(self._tasks[task])
+        meta: dict = {
+            "episode_index": episode,
+            "tasks": tasks,
+            "length": len(self._buffer),
+            "data/chunk_index": 0,
+            "data/file_index": 0,
+            "dataset_from_index": start,
+            "dataset_to_index": start + len(self._buffer),
+        }
+        for name in self.cameras:
+            first = self._video_frames[name]
+            self._encode(name, [images[name] for _s, _a, images, _t in self._buffer])
+            key = IMAGE_PREFIX + name
+            meta[f"videos/{key}/chunk_index"] = 0
+            meta[f"videos/{key}/file_index"] = 0
+            meta[f"videos/{key}/from_timestamp"] = first / self.fps
+            meta[f"videos/{key}/to_timestamp"] = self._video_frames[name] / self.fps
+        meta["meta/episodes/chunk_index"] = 0
+        meta["meta/episodes/file_index"] = 0
+        self._episodes.append(meta)
+        self._buffer.clear()
+        return episode
+
+    def _encode(self, name: str, frames: list[np.ndarray]) -> None:
+        if name not in self._video:
+            path = self.root / VIDEO_PATH.format(video_key=IMAGE_PREFIX + name, chunk_index=0, file_index=0)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            container = av.open(str(path), mode="w")
+            stream = container.add_stream(self.vcodec, rate=self.fps)
+            stream.height, stream.width = self.cameras[name]
+            stream.pix_fmt = "yuv420p"
+            stream.time_base = Fraction(1, self.fps)
+            if self.vcodec == "libsvtav1":
+                os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints its config per stream
+                stream.options = {"preset": "11", "crf": "30", "g": "2"}
+            elif self.vcodec == "libx264":
+                stream.options = {"crf": "18", "g": "2"}
+            self._video[name] = (container, stream)
+        container, stream = self._video[name]
+        sums = self._image_sums[name]
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = self._video_frames[name]
+            self._video_frames[name] += 1
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            pixels = image.reshape(-1, 3).astype(np.float64) / 255.0
+            if self._image_count[name] == 0:
+                sums[:, 2], sums[:, 3] = 1.0, 0.0
+            sums[:, 0] += pixels.mean(0)
+            sums[:, 1] += (pixels**2).mean(0)
+            sums[:, 2] = np.minimum(sums[:, 2], pixels.min(0))
+            sums[:, 3] = np.maximum(sums[:, 3], pixels.max(0))
+            self._image_count[name] += 1
+
+    def close(self) -> None:
+        """Finish the videos and write data and metadata. A pending (unsaved) episode is dropped."""
+        if self.closed:
+            return
+        self.closed = True
+        self._buffer.clear()
+        for container, stream in self._video.values():
+            for packet in stream.encode():
+                container.mux(packet)
+            container.close()
+        if not self._episodes:
+            shutil.rmtree(self.root / "videos", ignore_errors=True)
+            raise DatasetError("no episode was saved; nothing written")
+        n = len(self.joint_names)
+        vec = pa.list_(pa.float32(), n)
+        data = pa.table(
+            {
+                STATE: pa.array([r.tolist() for r in self._rows[STATE]], type=vec),
+                ACTION: pa.array([r.tolist() for r in self._rows[ACTION]], type=vec),
+                "timestamp": pa.array(self._rows["timestamp"], type=pa.float32()),
+                "frame_index": pa.array(self._rows["frame_index"], type=pa.int64()),
+                "episode_index": pa.array(self._rows["episode_index"], type=pa.int64()),
+                "index": pa.array(self._rows["index"], type=pa.int64()),
+                "task_index": pa.array(self._rows["task_index"], type=pa.int64()),
+            }
+        )
+        self._write_parquet(data, self.root / DATA_PATH.format(chunk_index=0, file_index=0))
+        self._write_parquet(pa.Table.from_pylist(self._episodes), self.root / "meta" / "episodes" / f"{CHUNK}.parquet")
+        self._write_tasks()
+        stats = self._stats(data)
+        (self.root / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
+        # info.json last: a dataset without it is visibly incomplete.
+        info_tmp = self.root / "meta" / "info.json.tmp"
+        info_tmp.write_text(json.dumps(self._info(len(data)), indent=2))
+        info_tmp.replace(self.root / "meta" / "info.json")
+
+    @staticmethod
+    def _write_parquet(table: pa.Table, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+
+    def _write_tasks(self) -> None:
+        # LeRobot reads tasks.parquet with pandas and takes the task text from the index: record that index in
+        # the pandas metadata (pandas itself is not a dependency here).
+        table = pa.table(
+            {
+                "task_index": pa.array(list(self._tasks.values()), type=pa.int64()),
+                "task": pa.array(list(self._tasks), type=pa.string()),
+            }
+        )
+        pandas_meta = {
+            "index_columns": ["task"],
+            "column_indexes": [
+                {
+                    "name": None,
+                    "field_name": None,
+                    "pandas_type": "unicode",
+                    "numpy_type": "object",
+                    "metadata": {"encoding": "UTF-8"},
+                }
+            ],
+            "columns": [
+                {
+                    "name": "task_index",
+                    "field_name": "task_index",
+                    "pandas_type": "int64",
+                    "numpy_type": "int64",
+                    "metadata": None,
+                },
+                {
+                    "name": "task",
+                    "field_name": "task",
+                    "pandas_type": "unicode",
+                    "numpy_type": "object",
+                    "metadata": None,
+                },
+            ],
+            "creator": {"library": "pyarrow", "version": pa.__version__},
+            "pandas_version": "2.2.3",
+        }
+        table = table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
+        self._write_parquet(table, self.root / "meta" / "tasks.parquet")
+
+    def _stats(self, data: pa.Table) -> dict:
+        stats: dict[str, dict] = {}
+        for key in (STATE, ACTION):
+            values = np.asarray(data[key].to_pylist(), dtype=np.float64)
+            stats[key] = _vector_stats(values)
+        for key in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
+            stats[key] = _vector_stats(np.asarray(data[key].to_pylist(), dtype=np.float64).reshape(-1, 1))
+        for name, sums in self._image_sums.items():
+            count = self._image_count[name]
+            mean = sums[:, 0] / count
+            std = np.sqrt(np.maximum(sums[:, 1] / count - mean**2, 0.0))
+            stats[IMAGE_PREFIX + name] = {
+                k: [[[float(v)]] for v in arr]
+                for k, arr in (("min", sums[:, 2]), ("max", sums[:, 3]), ("mean", mean), ("std", std))
+            } | {"count": [count]}
+        return stats
+
+    def _info(self, total_frames: int) -> dict:
+        motor_names = [f"{name}.pos" for name in self.joint_names]
+        features: dict[str, dict] = {
+            ACTION: {"dtype": "float32", "shape": [len(motor_names)], "names": motor_names},
+            STATE: {"dtype": "float32", "shape": [len(motor_names)], "names": motor_names},
+        }
+        for name, (height, width) in self.cameras.items():
+            features[IMAGE_PREFIX + name] = {
+                "dtype": "video",
+                "shape": [height, width, 3],
+                "names": ["height", "width", "channels"],
+                "info": {
+                    "video.height": height,
+                    "video.width": width,
+                    "video.codec": {"libsvtav1": "av1", "libx264": "h264"}.get(self.vcodec, self.vcodec),
+                    "video.pix_fmt": "yuv420p",
+                    "video.is_depth_map": False,
+                    "video.fps": self.fps,
+                    "video.channels": 3,
+                    "has_audio": False,
+                },
+            }
+        features["timestamp"] = {"dtype": "float32", "shape": [1], "names": None}
+        for key in ("frame_index", "episode_index", "index", "task_index"):
+            features[key] = {"dtype": "int64", "shape": [1], "names": None}
+        return {
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": self.robot_type,
+            "total_episodes": len(self._episodes),
+            "total_frames": total_frames,
+            "total_tasks": len(self._tasks),
+            "chunks_size": 1000,
+            "data_files_size_in_mb": 100,
+            "video_files_size_in_mb": 500,
+            "fps": self.fps,
+            "splits": {"train": f"0:{len(self._episodes)}"},
+            "data_path": DATA_PATH,
+            "video_path": VIDEO_PATH if self.cameras else None,
+            "features": features,
+            # Not LeRobot's: what makes the numbers unambiguous for every reader (REP-103 radians).
+            "joint_names": list(self.joint_names),
+            "joint_units": "rad",
+        }
+
+    def __enter__(self) -> LeRobotDatasetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _vector_stats(values: np.ndarray) -> dict[str, list]:
+    return {
+        "min": values.min(0).tolist(),
+        "max": values.max(0).tolist(),
+        "mean": values.mean(0).tolist(),
+        "std": values.std(0).tolist(),
+        "count": [len(values)],
+    }
+
+
+# ----------------------------------------------------------------------------------------------------- reader
+
+
+def to_radians(values: np.ndarray, units: str, arm: str = "so100") -> np.ndarray:
+    """Convert (..., 6) joint values from `units` to radians in the calibrated joint space.
+
+    "range_m100_100" is LeRobot's normalised mode: -100..100 spans each joint's calibrated range (gripper
+    0..100); it is mapped linearly onto the joints.py limits, which stand in for the calibration it came from.
+    """
+    if units == "rad":
+        return values.astype(np.float32)
+    if units == "deg":
+        return np.radians(values).astype(np.float32)
+    if units == "range_m100_100":
+        specs = joints_for(arm)
+        lower = np.array([j.lower for j in specs])
+        upper = np.array([j.upper for j in specs])
+        low_in = np.array([-100.0] * (len(specs) - 1) + [0.0])
+        frac = (values - low_in) / (100.0 - low_in)
+        return (lower + frac * (upper - lower)).astype(np.float32)
+    raise DatasetError(f"unknown joint units {units!r}; expected one of {UNITS}")
+
+
+@dataclass
+class Sample:
+    """One training sample: the frame's observation, its task text, and the next H actions.
+
+    `actions` (H, 6) rad starts at this frame's action; past the episode's end it repeats the last action and
+    `action_is_pad` (H,) is True there.
+    """
+
+    images: dict[str, np.ndarray]
+    state: np.ndarray
+    task: str
+    actions: np.ndarray
+    action_is_pad: np.ndarray
+    episode_index: int
+    frame_index: int
+    timestamp: float
+
+
+class LeRobotDatasetReader:
+    """Reads a LeRobot v3.0 dataset for training: `len(ds)`, `ds[i] -> Sample`.
+
+    Args:
+        root: dataset folder.
+        chunk_size: H, the length of the action chunk per sample.
+        units: the joint units, when info.json does not say ("rad", "deg", "range_m100_100").
+        cameras: camera names to load (default: all video features).
+        arm: the arm whose joints.py limits the normalised ranges map onto.
+
+    Decoded frames are cached per camera the first time a camera is read (one pass over the video file), since
+    decoding per sample is too slow on a CPU.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        chunk_size: int = 1,
+        units: str | None = None,
+        cameras: Sequence[str] | None = None,
+        arm: str = "so100",
+    ) -> None:
+        self.root = Path(root)
+        info_path = self.root / "meta" / "info.json"
+        if not info_path.exists():
+            raise DatasetError(f"{self.root}: no meta/info.json (not a LeRobot dataset, or an unfinished recording)")
+        self.info = json.loads(info_path.read_text())
+        version = self.info.get("codebase_version")
+        if version != CODEBASE_VERSION:
+            raise DatasetError(
+                f"{self.root}: dataset format {version!r}; only LeRobot {CODEBASE_VERSION} is read "
+                "(convert older datasets with LeRobot's convert_dataset_v21_to_v30)"
+            )
+        if chunk_size < 1:
+            raise DatasetError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self.fps = int(self.info["fps"])
+        features = self.info["features"]
+        self.units = self.info.get("joint_units") or units
+        if self.units is None:
+            raise DatasetError(
+                f"{self.root}: info.json does not record joint units (LeRobot's SO-100 datasets hold degrees or "
+                f"-100..100 ranges); pass units= one of {UNITS} if you know which"
+            )
+        if self.units not in UNITS:
+            raise DatasetError(f"{self.root}: unknown joint units {self.units!r}; expected one of {UNITS}")
+        self._order = {key: self._joint_order(features, key) for key in (STATE, ACTION)}
+        all_cameras = [
+            k[len(IMAGE_PREFIX) :]
+            for k, f in features.items()
+            if k.startswith(IMAGE_PREFIX) and f.get("dtype") == "video"
+        ]
+        self.cameras = list(all_cameras if cameras is None else cameras)
+        for name in self.cameras:
+            if name not in all_cameras:
+                raise DatasetError(f"{self.root}: no camera {name!r}; the dataset has {all_cameras}")
+        self.arm = arm
+        self._load_tables()
+        self._frames: dict[str, np.ndarray] = {}
+
+    def _joint_order(self, features: dict, key: str) -> np.ndarray:
+        if key not in features:
+            raise DatasetError(f"{self.root}: info.json has no feature {key!r}")
+        names = features[key].get("names")
+        if isinstance(names, dict):  # older LeRobot writes {"motors": [...]}
+            names = next(iter(names.values()))
+        if not names:
+            names = self.info.get("joint_names") or list(JOINT_NAMES)
+        plain = [str(n).removesuffix(".pos") for n in names]
+        missing = [j for j in JOINT_NAMES if j not in plain]
+        if missing:
+            raise DatasetError(f"{self.root}: feature {key!r} names {plain}, missing joints {missing}")
+        return np.array([plain.index(j) for j in JOINT_NAMES])
+
+    def _load_tables(self) -> None:
+        files = sorted((self.root / "data").glob("chunk-*/file-*.parquet"))
+        if not files:
+            raise DatasetError(f"{self.root}: no data/chunk-*/file-*.parquet files")
+        tables = [pq.read_table(f) for f in files]
+        for f, t in zip(files, tables, strict=True):
+            missing = [c for c in REQUIRED_COLUMNS if c not in t.column_names]
+            if missing:
+                raise DatasetError(f"{f}: missing columns {missing}")
+        data = pa.concat_tables([t.select(list(REQUIRED_COLUMNS)) for t in tables])
+        order = np.argsort(np.asarray(data["index"]), kind="stable")
+        self.index = np.asarray(data["index"])[order]
+        if not np.array_equal(self.index, np.arange(len(self.index))):
+            raise DatasetError(f"{self.root}: frame indices are not 0..{len(self.index) - 1} (missing frames?)")
+        raw_state = np.asarray(data[STATE].to_pylist(), dtype=np.float64)[order][:, self._order[STATE]]
+        raw_action = np.asarray(data[ACTION].to_pylist(), dtype=np.float64)[order][:, self._order[ACTION]]
+        self.state = to_radians(raw_state, self.units, self.arm)
+        self.action = to_radians(raw_action, self.units, self.arm)
+        self.timestamp = np.asarray(data["timestamp"], dtype=np.float64)[order]
+        self.frame_index = np.asarray(data["frame_index"])[order]
+        self.episode_index = np.asarray(data["episode_index"])[order]
+        self.task_index = np.asarray(data["task_index"])[order]
+
+        tasks = pq.read_table(self.root / "meta" / "tasks.parquet")
+        text_column = "task" if "task" in tasks.column_names else "__index_level_0__"
+        self.tasks = dict(zip(tasks["task_index"].to_pylist(), tasks[text_column].to_pylist(), strict=True))
+        unknown = set(np.unique(self.task_index).tolist()) - set(self.tasks)
+        if unknown:
+            raise DatasetError(f"{self.root}: frames refer to task indices {sorted(unknown)} not in tasks.parquet")
+
+        episode_files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+        if not episode_files:
+            raise DatasetError(f"{self.root}: no meta/episodes/chunk-*/file-*.parquet")
+        rows = [row for f in episode_files for row in pq.read_table(f).to_pylist()]
+        self.episodes = {int(r["episode_index"]): r for r in rows}
+        # Per frame: the end (exclusive) of its episode, for action chunks that stop at the episode boundary.
+        self._episode_end = np.empty(len(self.index), dtype=np.int64)
+        for ep, row in self.episodes.items():
+            start, end = int(row["dataset_from_index"]), int(row["dataset_to_index"])
+            if end > len(self.index) or np.any(self.episode_index[start:end] != ep):
+                raise DatasetError(
+                    f"{self.root}: episode {ep} claims frames {start}..{end} that the data does not hold"
+                )
+            self._episode_end[start:end] = end
+        if set(np.unique(self.episode_index).tolist()) - set(self.episodes):
+            raise DatasetError(f"{self.root}: frames of episodes missing from meta/episodes")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def task_of(self, i: int) -> str:
+        return self.tasks[int(self.task_index[i])]
+
+    def frames(self, camera: str) -> np.ndarray:
+        """All decoded frames of one camera, (N, H, W, 3) uint8 aligned with the dataset's rows (cached)."""
+        if camera not in self._frames:
+            self._frames[camera] = self._decode(camera)
+        return self._frames[camera]
+
+    def _decode(self, camera: str) -> np.ndarray:
+        key = IMAGE_PREFIX + camera
+        per_file: dict[tuple[int, int], list[np.ndarray]] = {}
+        out: np.ndarray | None = None
+        for ep, row in sorted(self.episodes.items()):
+            file_key = (int(row[f"videos/{key}/chunk_index"]), int(row[f"videos/{key}/file_index"]))
+            if file_key not in per_file:
+                path = self.root / self.info["video_path"].format(
+                    video_key=key, chunk_index=file_key[0], file_index=file_key[1]
+                )
+                if not path.exists():
+                    raise DatasetError(f"{self.root}: video {path} missing")
+                with av.open(str(path)) as container:
+                    per_file[file_key] = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            video = per_file[file_key]
+            start, end = int(row["dataset_from_index"]), int(row["dataset_to_index"])
+            first = round(float(row[f"videos/{key}/from_timestamp"]) * self.fps)
+            offsets = first + np.round(self.timestamp[start:end] * self.fps).astype(int)
+            if len(offsets) and offsets.max() >= len(video):
+                raise DatasetError(
+                    f"{self.root}: camera {camera}: episode {ep} needs video frame {offsets.max()}, "
+                    f"the file has {len(video)} (missing frames)"
+                )
+            if out is None:
+                out = np.empty((len(self), *video[0].shape), dtype=np.uint8)
+            for row_i, offset in zip(range(start, end), offsets, strict=True):
+                out[row_i] = video[offset]
+        assert out is not None
+        return out
+
+    def __getitem__(self, i: int) -> Sample:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"frame {i} outside 0..{len(self) - 1}")
+        i %= len(self)
+        end = int(self._episode_end[i])
+        idx = np.arange(i, i + self.chunk_size)
+        pad = idx >= end
+        actions = self.action[np.minimum(idx, end - 1)]
+        return Sample(
+            images={c: self.frames(c)[i] for c in self.cameras},
+            state=self.state[i],
+            task=self.task_of(i),
+            actions=actions,
+            action_is_pad=pad,
+            episode_index=int(self.episode_index[i]),
+            frame_index=int(self.frame_index[i]),
+            timestamp=float(self.timestamp[i]),
+        )
+
+    def stats(self) -> dict:
+        """meta/stats.json (normalisation statistics), converted to radians for state and action."""
+        stats = json.loads((self.root / "meta" / "stats.json").read_text())
+        for key in (STATE, ACTION):
+            if key in stats and self.units != "rad":
+                for name in ("min", "max", "mean"):
+                    stats[key][name] = to_radians(np.array(stats[key][name]), self.units, self.arm).tolist()
+                if self.units == "deg":
+                    stats[key]["std"] = [math.radians(v) for v in stats[key]["std"]]
+        return stats
