@@ -225,8 +225,9 @@ class ArmNode(Node):
         if safety.estopped:
             overall.level, overall.message = DiagnosticStatus.ERROR, f"e-stop latched: {safety.estop_reason}"
         elif faults:
-            overall.level, overall.message = DiagnosticStatus.ERROR, "holding: " + "; ".join(
-                f"{j}: {m}" for j, m in sorted(faults.items())
+            overall.level, overall.message = (
+                DiagnosticStatus.ERROR,
+                "holding: " + "; ".join(f"{j}: {m}" for j, m in sorted(faults.items())),
             )
         else:
             overall.level = DiagnosticStatus.OK
@@ -326,9 +327,7 @@ class ArmNode(Node):
                     return result
                 step = self._last_step
                 if step is not None and step.command is not None:
-                    verdict = monitor.check(
-                        self.controller.clock(), step.command[cols], step.reading.positions[cols]
-                    )
+                    verdict = monitor.check(self.controller.clock(), step.command[cols], step.reading.positions[cols])
                     if step.faults:
                         verdict = (INVALID_GOAL, f"joint fault: {step.faults}")
                     if verdict is not None:

@@ -180,8 +180,11 @@ class SafetyLayer:
         lim = self.limits
         goal = lim.clamp(target)
         distance = goal - last
-        # Fastest speed from which the joint can still stop at the goal: no overshoot from the accel limit.
-        stoppable = np.sqrt(2.0 * lim.max_acceleration * np.abs(distance))
+        # Fastest speed from which the joint still stops at the goal decelerating by a*dt per step (the discrete
+        # form of sqrt(2*a*d)): approaching a goal overshoots it by far less than a servo tick at most.
+        a_dt = lim.max_acceleration * dt
+        steps = (np.sqrt(1.0 + 8.0 * np.abs(distance) / (a_dt * dt)) - 1.0) / 2.0
+        stoppable = steps * a_dt
         wanted = np.sign(distance) * np.minimum(np.abs(distance) / dt, stoppable)
         dv = lim.max_acceleration * dt
         velocity = np.clip(wanted, self._velocity - dv, self._velocity + dv)
