@@ -18,11 +18,7 @@ venv:
 
 # colcon is quick when nothing changed (a few seconds): always let it decide what to rebuild.
 build: venv
-	@mkdir -p log
-	@$(RUN) colcon --log-base log build --symlink-install --event-handlers console_direct- \
-		--cmake-args -DBUILD_TESTING=OFF -Wno-dev >log/colcon-build.out 2>&1 \
-		|| { tail -60 log/colcon-build.out; echo "colcon build failed (log/colcon-build.out)"; exit 1; }
-	@echo "[build] workspace built (install/)"
+	@$(RUN) scripts/colcon_build.sh
 
 lint: venv
 	@$(RUN) ruff check .

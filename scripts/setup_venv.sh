@@ -8,7 +8,7 @@ STAMP=$VENV/.requirements.sha256
 LOG=$VENV/pip-install.log
 PYTHON=${PYTHON:-python3}
 
-want=$(cat requirements.txt scripts/setup_venv.sh | sha256sum | cut -d' ' -f1)
+want=$(cat requirements*.txt scripts/setup_venv.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x $VENV/bin/python ]; then
   exit 0
 fi
