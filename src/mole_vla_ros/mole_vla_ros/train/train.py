@@ -1,0 +1,343 @@
+"""`mole-vla train`: flow matching + STAR routing at a layer budget + CogKD, on a LeRobot v3.0 dataset.
+
+Stages (MoLe trains the router with distillation on top of a working VLA; `--stage`):
+- full:   every kept layer active (budget 1.0), flow-matching loss only: the teacher the router stage distils from.
+- router: the STAR router picks k = budget x L layers (straight-through top-k), loss = flow + kd_weight x CogKD
+          + balance_weight x load balance; the full-depth network (live, or its EMA with --ema-decay) is the teacher.
+- both:   `full` for the first --full-fraction of the steps, then `router` (the default).
+One AdamW and one warm-up + cosine learning-rate curve span both stages, so a resume lands on the same schedule.
+
+    mole-vla train --dataset data/sim_pick --out runs/tiny --preset tiny --steps 3000 --batch-size 32
+
+Resume (`--resume`) continues from <out>/checkpoints/last and gives the same weights as an uninterrupted run
+(same seed, same command): the batch order is a function of (seed, step), and the RNG and optimizer states travel
+in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mole_vla_ros.policy import MoLeConfig, MoLePolicy
+from mole_vla_ros.train import checkpoint as ckpt
+from mole_vla_ros.train.curves import write_curves
+from mole_vla_ros.train.data import FrameDataset, batch_indices, load_dataset, to_device
+from mole_vla_ros.train.runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
+
+STAGES = ("full", "router", "both")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str
+    out: str
+    preset: str | None = "tiny"
+    checkpoint: str | None = None
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 3e-4
+    warmup: int = 100
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    budget: float = 0.5
+    cogkd: bool = True
+    kd_weight: float = 0.5
+    balance_weight: float = 0.01
+    ema_decay: float = 0.0
+    stage: str = "both"
+    full_fraction: float = 0.5
+    freeze_vision: bool | None = None
+    save_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if (self.preset is None) == (self.checkpoint is None):
+            raise ValueError("give exactly one of --preset and --checkpoint")
+        if self.stage not in STAGES:
+            raise ValueError(f"--stage {self.stage!r} not in {STAGES}")
+        ints = {
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "save_every": self.save_every,
+            "log_every": self.log_every,
+        }
+        bad = {k: v for k, v in ints.items() if v < 1}
+        if bad or self.warmup < 0:
+            raise ValueError(f"must be >= 1 (warmup >= 0): {bad or {'warmup': self.warmup}}")
+        if not (0.0 < self.budget <= 1.0 and 0.0 <= self.full_fraction <= 1.0):
+            raise ValueError(
+                f"--budget must be in (0, 1] and --full-fraction in [0, 1], got {self.budget}, {self.full_fraction}"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)) or min(self.kd_weight, self.balance_weight) < 0:
+            raise ValueError("--lr must be > 0 and loss weights >= 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+
+    def stage_at(self, step: int) -> str:
+        if self.stage != "both":
+            return self.stage
+        return "full" if step < round(self.full_fraction * self.steps) else "router"
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine down to 10% (SmolVLA: warm-up + cosine)."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def stage_config(base: MoLeConfig, cfg: TrainConfig, stage: str) -> tuple[MoLeConfig, float]:
+    """The policy config and budget of a stage: the full stage has nothing to distil or balance."""
+    if stage == "full":
+        return dataclasses.replace(base, w_kd=0.0, w_balance=0.0, ema_decay=cfg.ema_decay), 1.0
+    kd = cfg.kd_weight if cfg.cogkd else 0.0
+    return dataclasses.replace(base, w_kd=kd, w_balance=cfg.balance_weight, ema_decay=cfg.ema_decay), cfg.budget
+
+
+def build_policy(cfg: TrainConfig) -> MoLePolicy:
+    if cfg.checkpoint is not None:
+        return MoLePolicy.from_pretrained(cfg.checkpoint).train()
+    return MoLePolicy(MoLeConfig.preset(cfg.preset))
+
+
+# Settings a resumed run must share with the run it continues (others, e.g. --steps or --save-every, may change).
+RESUME_FIXED = (
+    "seed",
+    "batch_size",
+    "lr",
+    "warmup",
+    "budget",
+    "stage",
+    "full_fraction",
+    "preset",
+    "checkpoint",
+    "cogkd",
+    "kd_weight",
+    "balance_weight",
+    "ema_decay",
+)
+
+
+class Trainer:
+    """One training run; `run(stop_at=None)` trains to cfg.steps (or stops early after `stop_at`, for tests).
+
+    `resume=True` continues from <out>/checkpoints/last. `data` (already in memory) replaces --dataset.
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, runtime: Runtime | None = None, data: FrameDataset | None = None, resume: bool = False
+    ) -> None:
+        self.cfg = cfg
+        self.rt = runtime or resolve_runtime(cfg.device)
+        self.out = Path(cfg.out)
+        resume_from = self._find_resume_point() if resume else None
+        seed_everything(cfg.seed)
+        self.policy = build_policy(cfg)
+        self.base_config = self.policy.config
+        self.data = data if data is not None else load_dataset(cfg.dataset, self.base_config.input_size)
+        if len(self.data) < cfg.batch_size:
+            raise SystemExit(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(self.data)} frames)")
+        self.stats = self.data.stats()
+        self.policy.set_normalization(self.stats)
+        freeze = cfg.freeze_vision if cfg.freeze_vision is not None else self.base_config.vlm_name is not None
+        if freeze:  # SmolVLA/MoLe freeze the pretrained vision encoder; a from-scratch one must learn
+            self.policy.backbone.vlm.vision_model.requires_grad_(False)
+        self.policy.to(self.rt.device)
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        if resume_from is not None:
+            self._restore(resume_from)
+
+    def _find_resume_point(self) -> Path:
+        found = ckpt.last_checkpoint(self.out)
+        if found is None:
+            raise SystemExit(f"--resume: no checkpoint under {self.out}/checkpoints")
+        saved = ckpt.read_json(found, "train_config.json") or {}
+        changed = {
+            k: (saved.get(k), getattr(self.cfg, k)) for k in RESUME_FIXED if saved.get(k) != getattr(self.cfg, k)
+        }
+        if changed:
+            raise SystemExit(f"--resume with settings that differ from the checkpoint's run (saved, now): {changed}")
+        return found
+
+    def _restore(self, folder: Path) -> None:
+        weights = MoLePolicy.from_pretrained(folder).state_dict()
+        self.policy.load_state_dict(weights)
+        state = ckpt.load_training_state(folder)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.history = list(state["history"])
+        if state.get("teacher") is not None:
+            self.policy.update_teacher()  # creates the EMA copy, then overwrite it with the saved one
+            self.policy._teacher.load_state_dict(state["teacher"])
+        set_rng_state(state["rng"])
+
+    def meta(self) -> dict[str, Any]:
+        d = self.data
+        return {
+            "stats": self.stats,
+            "dataset": {
+                "path": str(self.cfg.dataset),
+                "cameras": d.cameras,
+                "fps": d.fps,
+                "tasks": d.tasks,
+                "episodes": d.num_episodes,
+                "frames": len(d),
+            },
+            "train_config": dataclasses.asdict(self.cfg) | {"completed_steps": self.step},
+        }
+
+    def save(self) -> Path | None:
+        if not self.rt.is_main:
+            return None
+        teacher = self.policy._teacher
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(),
+            "history": self.history,
+            "teacher": None if teacher is None else teacher.state_dict(),
+        }
+        folder = ckpt.save_checkpoint(self.out, self.step, self.policy, state, self.meta())
+        write_curves(self.history, self.out)
+        return folder
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        stage = cfg.stage_at(self.step)
+        self.policy.config, budget = stage_config(self.base_config, cfg, stage)
+        self.policy.train()
+        idx = batch_indices(len(self.data), cfg.batch_size, self.step, cfg.seed, self.rt.rank, self.rt.world_size)
+        batch = to_device(self.data.batch(idx, self.base_config.chunk_size), self.rt.device)
+        lr = cfg.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, parts = self.policy(batch, budget=budget)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {self.step}: {parts}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.policy.update_teacher()
+        self.step += 1
+        return {"stage": stage, "budget": budget, "lr": lr, **parts}
+
+    def run(self, stop_at: int | None = None, progress: bool = True) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            disable=not (progress and self.rt.is_main),
+            dynamic_ncols=True,
+            desc="train",
+        )
+        window_start, window_steps = time.perf_counter(), 0
+        while self.step < end:
+            parts = self.train_step()
+            window_steps += 1
+            if self.step % cfg.log_every == 0 or self.step == end:
+                elapsed = time.perf_counter() - window_start
+                row = {
+                    "step": self.step,
+                    **parts,
+                    "samples_per_s": window_steps * cfg.batch_size * self.rt.world_size / max(elapsed, 1e-9),
+                }
+                self.history.append(row)
+                window_start, window_steps = time.perf_counter(), 0
+                bar.set_postfix(
+                    {k: f"{parts[k]:.4f}" for k in ("loss", "flow", "cogkd", "balance")} | {"stage": parts["stage"]}
+                )
+            if self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                self.save()
+                window_start, window_steps = time.perf_counter(), 0  # keep save time out of samples/s
+            bar.update(1)
+        bar.close()
+        if self.step >= cfg.steps:
+            self.save()
+            if self.rt.is_main:
+                ckpt.write_policy_folder(self.out / "final", self.policy, self.meta())
+        return {"step": self.step, "history": self.history}
+
+
+def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
+    d = TrainConfig(dataset="", out="")
+    p = argparse.ArgumentParser(
+        prog="mole-vla train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--dataset", required=True, help="LeRobot v3.0 dataset folder")
+    p.add_argument("--out", required=True, help="run folder: checkpoints/, final/, curves.{csv,json,png}")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", choices=sorted(["tiny", "smolvlm2-500m"]), help="new policy from a config preset")
+    src.add_argument("--checkpoint", help="start from a policy folder or hub id (fine-tuning)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps before the cosine decay")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0 = off)")
+    p.add_argument("--budget", type=float, default=d.budget, help="fraction of kept layers the router keeps")
+    p.add_argument("--cogkd", action=argparse.BooleanOptionalAction, default=d.cogkd, help="CogKD distillation")
+    p.add_argument("--kd-weight", type=float, default=d.kd_weight)
+    p.add_argument("--balance-weight", type=float, default=d.balance_weight)
+    p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="EMA teacher decay (0: the live network)")
+    p.add_argument("--stage", choices=STAGES, default=d.stage)
+    p.add_argument("--full-fraction", type=float, default=d.full_fraction, help="share of steps in the full stage")
+    p.add_argument(
+        "--freeze-vision",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="freeze the vision encoder (default: only when it comes pretrained)",
+    )
+    p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last")
+    args = vars(p.parse_args(argv))
+    resume = args.pop("resume")
+    if args["preset"] is None and args["checkpoint"] is None:
+        args["preset"] = "tiny"
+    try:
+        return TrainConfig(**args), resume
+    except ValueError as exc:
+        p.error(str(exc))
+        raise  # unreachable: p.error exits
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, resume = parse_args(argv)
+    if not resume and ckpt.last_checkpoint(Path(cfg.out)) is not None:
+        raise SystemExit(f"{cfg.out} already holds checkpoints: add --resume to continue, or choose a new --out")
+    trainer = Trainer(cfg, resume=resume)
+    start = time.perf_counter()
+    result = trainer.run()
+    if trainer.rt.is_main:
+        last = result["history"][-1] if result["history"] else {}
+        summary = {
+            "steps": result["step"],
+            "wall_s": round(time.perf_counter() - start, 1),
+            "final": {k: last.get(k) for k in ("loss", "flow", "cogkd", "balance", "samples_per_s")},
+            "policy": str(Path(cfg.out) / "final"),
+        }
+        print(json.dumps(summary, indent=2))
+    return 0

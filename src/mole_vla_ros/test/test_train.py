@@ -1,0 +1,158 @@
+"""`mole-vla train`: the loss goes down, checkpoints load, resume equals an uninterrupted run, bad input is refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mole_vla_ros.policy import MoLePolicy
+from mole_vla_ros.train import train as train_cli
+from mole_vla_ros.train.data import batch_indices, synthetic_dataset
+from mole_vla_ros.train.runtime import Runtime
+from mole_vla_ros.train.train import TrainConfig, Trainer
+
+CPU = Runtime(torch.device("cpu"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # other suites share this CPU
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_dataset(episodes=4, frames=24, size=32)
+
+
+def config(tmp_path, **overrides) -> TrainConfig:
+    base = {
+        "dataset": "synthetic",
+        "out": str(tmp_path / "run"),
+        "steps": 12,
+        "batch_size": 8,
+        "warmup": 2,
+        "lr": 1e-3,
+        "log_every": 2,
+        "save_every": 6,
+        "device": "cpu",
+        "full_fraction": 0.5,
+    }
+    return TrainConfig(**(base | overrides))
+
+
+def fixed_loss(policy: MoLePolicy, data, budget: float) -> float:
+    """Flow-matching loss on fixed frames with fixed noise and times, so two models are compared on equal terms."""
+    batch = data.batch(list(range(0, len(data), 3)), policy.config.chunk_size)
+    state = torch.get_rng_state()
+    torch.manual_seed(1234)
+    losses = []
+    with torch.no_grad():
+        for _ in range(4):
+            _, parts = policy(batch, budget=budget)
+            losses.append(parts["flow"])
+    torch.set_rng_state(state)
+    return float(np.mean(losses))
+
+
+def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp_path, data):
+    cfg = config(tmp_path, steps=60, save_every=30, log_every=10)
+    trainer = Trainer(cfg, CPU, data)
+    before = fixed_loss(trainer.policy, data, budget=0.5)
+    trainer.run(progress=False)
+    after = fixed_loss(trainer.policy, data, budget=0.5)
+    assert after < 0.6 * before, (before, after)
+
+    final = tmp_path / "run" / "final"
+    loaded = MoLePolicy.from_pretrained(final)
+    assert fixed_loss(loaded, data, budget=0.5) == pytest.approx(after, rel=1e-5)
+    # The dataset statistics travel inside the checkpoint: actions come back in radians near the data's range.
+    assert torch.allclose(loaded.normalizer.action_mean, data.action.mean(0), atol=1e-5)
+    meta = json.loads((final / "dataset.json").read_text())
+    assert meta["cameras"] == ["scene"] and meta["frames"] == len(data)
+    stages = [row["stage"] for row in trainer.history]
+    assert stages[0] == "full" and stages[-1] == "router"
+    assert all(row["active_fraction"] == 1.0 for row in trainer.history if row["stage"] == "full")
+    assert all(row["active_fraction"] == 0.5 for row in trainer.history if row["stage"] == "router")
+    for name in ("curves.csv", "curves.json", "curves.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, data):
+    straight = Trainer(config(tmp_path / "a"), CPU, data)
+    straight.run(progress=False)
+
+    first = Trainer(config(tmp_path / "b"), CPU, data)
+    first.run(stop_at=6, progress=False)  # as if killed right after the step-6 checkpoint
+    del first
+    torch.manual_seed(999)  # a fresh process would not share the RNG state of the killed one
+    resumed = Trainer(config(tmp_path / "b"), CPU, data, resume=True)
+    assert resumed.step == 6
+    resumed.run(progress=False)
+
+    a, b = straight.policy.state_dict(), resumed.policy.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [r["loss"] for r in straight.history] == [r["loss"] for r in resumed.history]
+
+
+def test_resume_refuses_changed_settings_and_a_missing_checkpoint(tmp_path, data):
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        Trainer(config(tmp_path), CPU, data, resume=True)
+    Trainer(config(tmp_path, steps=6), CPU, data).run(progress=False)
+    with pytest.raises(SystemExit, match="budget"):
+        Trainer(config(tmp_path, steps=12, budget=0.25), CPU, data, resume=True)
+
+
+def test_no_cogkd_trains_without_distillation(tmp_path, data):
+    trainer = Trainer(config(tmp_path, steps=4, stage="router", cogkd=False), CPU, data)
+    trainer.run(progress=False)
+    assert trainer.policy.config.w_kd == 0.0
+    with_kd = Trainer(config(tmp_path / "kd", steps=2, stage="router"), CPU, data)
+    with_kd.run(progress=False)
+    assert with_kd.policy.config.w_kd == 0.5 and with_kd.history[-1]["cogkd"] > 0.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"budget": 0.0}, "budget"),
+        ({"stage": "warmup"}, "stage"),
+        ({"steps": 0}, "steps"),
+        ({"preset": None}, "exactly one"),
+        ({"ema_decay": 1.0}, "ema-decay"),
+    ],
+)
+def test_bad_settings_are_refused(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        config(tmp_path, **overrides)
+
+
+def test_cli_refuses_an_unreadable_dataset_and_an_oversized_batch(tmp_path, data, capsys):
+    with pytest.raises(Exception, match=r"info\.json"):
+        train_cli.main(["--dataset", str(tmp_path), "--out", str(tmp_path / "o"), "--steps", "1", "--device", "cpu"])
+    with pytest.raises(SystemExit, match="larger than the dataset"):
+        Trainer(config(tmp_path, batch_size=len(data) + 1), CPU, data)
+
+
+def test_batch_order_is_a_function_of_seed_and_step_and_covers_each_epoch():
+    n, b = 50, 8
+    epoch = [i for step in range(n // b) for i in batch_indices(n, b, step, seed=3)]
+    assert len(set(epoch)) == len(epoch) == (n // b) * b
+    assert batch_indices(n, b, 4, seed=3) == batch_indices(n, b, 4, seed=3)
+    assert batch_indices(n, b, 4, seed=3) != batch_indices(n, b, 4, seed=4)
+    shards = [batch_indices(n, b, 2, seed=3, rank=r, world=2) for r in range(2)]
+    assert not set(shards[0]) & set(shards[1])
+
+
+def test_action_chunks_stop_at_the_episode_end(data):
+    last = int((data.episode_index == 0).sum()) - 1  # final frame of episode 0
+    batch = data.batch([last - 1], chunk_size=4)
+    assert batch["action_is_pad"].tolist() == [[False, False, True, True]]
+    assert torch.equal(batch["action"][0, 2], data.action[last])  # padded with the held last action
