@@ -1,0 +1,195 @@
+"""ArmController: interpolation, replacement from the start time, past points dropped, watchdog, faults, limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from so100_driver.arm import ArmController, CommandRejectedError, Trajectory, TrajectoryPoint
+from so100_driver.backend import JointReading
+from so100_driver.follow_trajectory import (
+    GOAL_TOLERANCE_VIOLATED,
+    PATH_TOLERANCE_VIOLATED,
+    SUCCESSFUL,
+    GoalMonitor,
+    Tolerances,
+)
+from so100_driver.joints import JOINT_NAMES, SO100_JOINTS
+from so100_driver.safety import SafetyLayer, SafetyLimits
+
+J = len(JOINT_NAMES)
+DT = 0.01
+
+
+class InstantBackend:
+    """Goes exactly where it is told; faults are injected by the test."""
+
+    joint_names = JOINT_NAMES
+
+    def __init__(self):
+        self.q = np.zeros(J)
+        self.sent: list[np.ndarray] = []
+        self.faults: dict[str, str] = {}
+        self.torque = False
+
+    def read(self):
+        return JointReading(0.0, self.q.copy(), np.zeros(J), np.zeros(J), dict(self.faults))
+
+    def write_goal(self, positions):
+        self.sent.append(positions.copy())
+        self.q = positions.copy()
+
+    def set_torque(self, enabled):
+        self.torque = enabled
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def arm():
+    clock = [0.0]
+    backend = InstantBackend()
+    limits = SafetyLimits.from_joints(SO100_JOINTS, max_acceleration=1000.0, max_step=1.0)
+    controller = ArmController(backend, SafetyLayer(limits, watchdog_timeout=0.5), clock=lambda: clock[0])
+    controller.start()
+
+    def run(seconds):
+        for _ in range(round(seconds / DT)):
+            clock[0] += DT
+            controller.step()
+
+    controller.run, controller.now, controller.backend_ = run, clock, backend
+    return controller
+
+
+def traj(points, start, names=("shoulder_pan",), velocities=None):
+    return Trajectory(
+        tuple(names),
+        [
+            TrajectoryPoint(t, np.atleast_1d(np.array(p, dtype=float)), None if velocities is None else velocities[k])
+            for k, (t, p) in enumerate(points)
+        ],
+        start,
+    )
+
+
+def test_linear_interpolation_between_points(arm):
+    arm.set_trajectory(traj([(0.2, 0.2), (0.4, 0.0)], start=0.0))
+    arm.run(0.1)
+    assert arm.backend_.q[0] == pytest.approx(0.1, abs=1e-6)
+    arm.run(0.1)
+    assert arm.backend_.q[0] == pytest.approx(0.2, abs=1e-6)
+    arm.run(0.1)
+    assert arm.backend_.q[0] == pytest.approx(0.1, abs=1e-6)
+    assert np.all(arm.backend_.q[1:] == 0.0)  # joints not named hold
+
+
+def test_cubic_with_velocities_passes_through_points(arm):
+    arm.set_trajectory(traj([(0.2, 0.2), (0.4, 0.3)], start=0.0, velocities=[np.array([1.0]), np.array([0.0])]))
+    arm.run(0.2)
+    assert arm.backend_.q[0] == pytest.approx(0.2, abs=1e-6)
+    arm.run(0.2)
+    assert arm.backend_.q[0] == pytest.approx(0.3, abs=1e-6)
+
+
+def test_new_trajectory_replaces_old_only_from_its_start_time(arm):
+    arm.set_trajectory(traj([(0.4, 0.4)], start=0.0))
+    arm.set_trajectory(traj([(0.2, -0.2)], start=0.2))
+    arm.run(0.1)
+    assert arm.backend_.q[0] == pytest.approx(0.1, abs=1e-6)  # still the old one
+    arm.run(0.1)
+    arm.run(0.2)
+    assert arm.backend_.q[0] == pytest.approx(-0.2, abs=1e-6)
+
+
+def test_points_in_the_past_are_dropped_and_all_past_rejected(arm):
+    arm.run(0.5)
+    arm.set_trajectory(traj([(0.1, 0.9), (0.7, 0.3)], start=0.0))  # first point 0.4 s ago
+    arm.run(0.05)
+    assert 0 < arm.backend_.q[0] < 0.3  # heading for 0.3, never toward the stale 0.9
+    with pytest.raises(CommandRejectedError, match="in the past"):
+        arm.set_trajectory(traj([(0.1, 0.5)], start=0.0))
+
+
+def test_watchdog_holds_when_commands_stop(arm):
+    arm.set_trajectory(traj([(2.0, 1.0)], start=0.0))
+    arm.run(0.6)
+    held = arm.backend_.q[0]
+    assert arm.holding and "watchdog" in arm.hold_reason
+    arm.run(0.5)
+    assert arm.backend_.q[0] == held and 0 < held < 0.5
+
+
+def test_supervised_trajectory_runs_to_its_end(arm):
+    arm.set_trajectory(traj([(2.0, 1.0)], start=0.0), supervised=True)
+    arm.run(2.1)
+    assert arm.backend_.q[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_targets_clamped_to_limits(arm):
+    arm.set_target(["shoulder_pan", "gripper"], [10.0, -10.0])
+    arm.run(0.3)
+    sent = np.array(arm.backend_.sent)
+    assert sent[:, 0].max() <= SO100_JOINTS[0].upper + 1e-12
+    assert sent[:, 5].min() >= SO100_JOINTS[5].lower - 1e-12
+
+
+@pytest.mark.parametrize(
+    ("names", "positions", "message"),
+    [
+        (["elbow"], [0.1], "unknown joint"),
+        (["elbow_flex", "elbow_flex"], [0.1, 0.2], "duplicate"),
+        (["elbow_flex"], [float("nan")], "non-finite"),
+        (["elbow_flex", "gripper"], [0.1], "1 values for 2"),
+    ],
+)
+def test_bad_commands_rejected_clearly(arm, names, positions, message):
+    with pytest.raises(CommandRejectedError, match=message):
+        arm.set_target(names, positions)
+
+
+def test_joint_fault_holds_every_joint_and_refuses_commands(arm):
+    arm.set_trajectory(traj([(1.0, 1.0)], start=0.0))
+    arm.run(0.2)
+    arm.backend_.faults = {"wrist_roll": "servo 5 reports overload"}
+    arm.run(0.02)
+    held = arm.backend_.q.copy()
+    arm.run(0.3)
+    assert np.array_equal(arm.backend_.q, held) and arm.holding
+    with pytest.raises(CommandRejectedError, match="wrist_roll: servo 5 reports overload"):
+        arm.set_target(["shoulder_pan"], [0.0])
+    arm.backend_.faults = {}
+    arm.run(0.02)
+    arm.set_target(["shoulder_pan"], [0.0])  # accepted again
+
+
+def test_estop_latches(arm):
+    arm.set_trajectory(traj([(1.0, 1.0)], start=0.0))
+    arm.run(0.1)
+    arm.estop()
+    with pytest.raises(CommandRejectedError, match="e-stop"):
+        arm.set_target(["shoulder_pan"], [0.0])
+    held = arm.backend_.q.copy()
+    arm.run(0.2)
+    assert np.array_equal(arm.backend_.q, held)
+    arm.reset_estop()
+    arm.set_target(["shoulder_pan"], [0.0])
+
+
+def test_shutdown_holds_then_releases_torque(arm):
+    arm.set_trajectory(traj([(1.0, 1.0)], start=0.0))
+    arm.run(0.1)
+    arm.shutdown(disable_torque=True)
+    assert np.array_equal(arm.backend_.sent[-1], arm.backend_.sent[-2]) and not arm.backend_.torque
+
+
+def test_goal_monitor_results():
+    tol = Tolerances(path=np.array([0.1]), goal=np.array([0.01]), goal_time=0.5)
+    monitor = GoalMonitor(["shoulder_pan"], end_time=1.0, tolerances=tol)
+    assert monitor.check(0.5, np.array([0.3]), np.array([0.25])) is None
+    assert monitor.check(0.5, np.array([0.3]), np.array([0.1]))[0] == PATH_TOLERANCE_VIOLATED
+    assert monitor.check(1.1, np.array([0.3]), np.array([0.295])) == (SUCCESSFUL, "")
+    assert monitor.check(1.2, np.array([0.3]), np.array([0.25])) is None  # within goal time tolerance
+    code, text = monitor.check(1.6, np.array([0.3]), np.array([0.25]))
+    assert code == GOAL_TOLERANCE_VIOLATED and "shoulder_pan off by 0.05" in text

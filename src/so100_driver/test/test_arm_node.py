@@ -1,0 +1,189 @@
+"""arm_node over real DDS, in a child process, driving the REAL scservo_sdk against the fake pty servo bus."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from so100_driver.arm_node import COMMAND_QOS, JOINT_STATES_QOS
+from so100_driver.calibration import default_calibration_path, load_calibration
+from so100_driver.joints import JOINT_NAMES, SO100_JOINTS
+from so100_driver.testing.fake_sts_bus import FakeStsBus
+from so100_driver.testing.ros_harness import NodeProcess, wait_until
+
+pytestmark = pytest.mark.dds
+CAL = load_calibration(default_calibration_path())
+TRAJECTORY_TOPIC = "joint_trajectory_controller/joint_trajectory"
+
+
+@pytest.fixture(scope="module")
+def rig():
+    """One fake bus + one arm_node for the module; a private rclpy context and a probe node."""
+    bus = FakeStsBus().start()
+    node = NodeProcess(
+        "so100_driver.arm_node",
+        ["--ros-args", "-p", f"port:={bus.port}", "-p", "watchdog_timeout:=0.3", "-p", "control_rate:=100.0"],
+    ).start()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = rclpy.create_node("arm_node_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(probe)
+    state = {"js": None, "count": 0, "diag": []}
+
+    def on_js(msg):
+        state["js"], state["count"] = msg, state["count"] + 1
+
+    probe.create_subscription(JointState, "joint_states", on_js, JOINT_STATES_QOS)
+    probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: state["diag"].append(m), 10)
+    rig = {
+        "bus": bus,
+        "node": node,
+        "probe": probe,
+        "state": state,
+        "spin": lambda step: executor.spin_once(timeout_sec=step),
+        "spin_for": lambda seconds: spin_for(executor, seconds),
+        "traj_pub": probe.create_publisher(JointTrajectory, TRAJECTORY_TOPIC, COMMAND_QOS),
+        "cmd_pub": probe.create_publisher(JointState, "joint_command", COMMAND_QOS),
+    }
+    try:
+        wait_until(lambda: state["js"] is not None, 20, rig["spin"], "first joint_states (" + node.tail(5) + ")")
+        yield rig
+    finally:
+        code = node.stop()
+        probe.destroy_node()
+        executor.shutdown()
+        rclpy.shutdown(context=context)
+        bus.stop()
+        assert code == 0, node.tail()
+
+
+def spin_for(executor, seconds):
+    """Process callbacks for `seconds` (spin_once returns after the first callback)."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        executor.spin_once(timeout_sec=left)
+
+
+def positions(rig):
+    return np.array(rig["state"]["js"].position)
+
+
+def call(rig, name):
+    client = rig["probe"].create_client(Trigger, name)
+    wait_until(lambda: client.wait_for_service(timeout_sec=0.0), 10, rig["spin"], f"service {name}")
+    future = client.call_async(Trigger.Request())
+    wait_until(future.done, 10, rig["spin"], f"{name} response")
+    rig["probe"].destroy_client(client)
+    return future.result()
+
+
+def trajectory(targets, seconds):
+    msg = JointTrajectory(joint_names=list(JOINT_NAMES))
+    msg.points = [
+        JointTrajectoryPoint(
+            positions=[float(x) for x in targets],
+            time_from_start=Duration(sec=int(seconds), nanosec=int((seconds % 1) * 1e9)),
+        )
+    ]
+    return msg
+
+
+def test_joint_states_named_and_published_near_50hz(rig):
+    assert list(rig["state"]["js"].name) == list(JOINT_NAMES)
+    start = rig["state"]["count"]
+    wait_until(lambda: rig["state"]["count"] - start >= 25, 5, rig["spin"], "25 joint_states")
+
+
+def test_trajectory_converges_then_goal_bytes_stay_inside_the_calibrated_range(rig):
+    target = np.array([0.3, -0.2, 0.25, 0.1, -0.4, 0.5])
+    for _ in range(12):  # stream it (the watchdog wants commands every 0.3 s)
+        rig["traj_pub"].publish(trajectory(target, 0.25))
+        rig["spin_for"](0.1)
+    try:
+        wait_until(lambda: np.allclose(positions(rig), target, atol=0.01), 5, rig["spin"], "convergence")
+    except TimeoutError:
+        raise AssertionError(f"at {positions(rig)}, wanted {target}\n{rig['node'].tail()}") from None
+    for _, entries in list(rig["bus"].sync_writes):
+        for joint, cal in CAL.joints.items():
+            tick = int.from_bytes(entries[cal.id], "little")
+            assert cal.range_min <= tick <= cal.range_max, joint
+
+
+def test_command_beyond_limits_is_clamped(rig):
+    for _ in range(20):
+        rig["cmd_pub"].publish(JointState(name=["shoulder_pan"], position=[10.0]))
+        rig["spin_for"](0.1)
+    upper = SO100_JOINTS[0].upper
+    wait_until(lambda: abs(positions(rig)[0] - upper) < 0.01, 5, rig["spin"], "pan at its upper limit")
+    rig["spin_for"](0.3)
+    assert positions(rig)[0] <= upper + 2 * math.pi / 4095
+
+
+def test_watchdog_holds_when_the_stream_stops(rig):
+    start = positions(rig)[1]
+    rig["traj_pub"].publish(trajectory([0.0, start - 1.0, 0, 0, 0, 0], 3.0))  # slow, one message only
+    wait_until(lambda: positions(rig)[1] < start - 0.02, 5, rig["spin"], "motion starts")
+    rig["spin_for"](0.6)
+    held = positions(rig)[1]
+    for _ in range(5):
+        rig["spin_for"](0.1)
+    assert abs(positions(rig)[1] - held) < 0.005 and held > start - 0.5
+
+
+def test_nan_command_rejected_and_arm_holds(rig):
+    before = positions(rig)
+    rig["cmd_pub"].publish(JointState(name=["elbow_flex"], position=[float("nan")]))
+    wait_until(lambda: "non-finite" in rig["node"].tail(20), 5, rig["spin"], "a logged rejection")
+    rig["spin_for"](0.3)
+    assert np.allclose(positions(rig), before, atol=0.005)
+
+
+def test_estop_latches_until_reset(rig):
+    assert call(rig, "estop").success
+    before = positions(rig)
+    for _ in range(5):
+        rig["cmd_pub"].publish(JointState(name=["wrist_flex"], position=[-0.8]))
+        rig["spin_for"](0.1)
+    assert np.allclose(positions(rig), before, atol=0.005)
+    assert "e-stop latched" in rig["node"].tail(30)
+    assert call(rig, "reset_estop").success
+    for _ in range(20):
+        rig["cmd_pub"].publish(JointState(name=["wrist_flex"], position=[-0.8]))
+        rig["spin_for"](0.1)
+    wait_until(lambda: abs(positions(rig)[3] + 0.8) < 0.01, 5, rig["spin"], "motion after reset")
+
+
+def test_silent_servo_reported_others_hold(rig):
+    bus = rig["bus"]
+    bus.servo(5).silent = True
+    try:
+
+        def wrist_roll_error():
+            for array in rig["state"]["diag"][-5:]:
+                for status in array.status:
+                    if status.name.endswith("wrist_roll") and status.level == DiagnosticStatus.ERROR:
+                        return status.message
+            return None
+
+        message = wait_until(wrist_roll_error, 5, rig["spin"], "an ERROR diagnostic for wrist_roll")
+        assert "servo 5" in message
+        before = positions(rig)
+        for _ in range(5):
+            rig["cmd_pub"].publish(JointState(name=["shoulder_pan"], position=[0.0]))
+            rig["spin_for"](0.1)
+        assert np.allclose(positions(rig)[[0, 1, 2, 3, 5]], before[[0, 1, 2, 3, 5]], atol=0.005)
+        assert "holding because of joint fault" in rig["node"].tail(30)
+    finally:
+        bus.servo(5).silent = False
+    wait_until(lambda: "answers again" in rig["node"].tail(40), 5, rig["spin"], "recovery")
