@@ -108,21 +108,72 @@ def links_for(arm: str = "so100") -> tuple[Link, ...]:
         0.0,
     )
     return (
-        Link("base_link", None, None, (0, 0, 0), (0, 0, 0), 0.5,
-             (Box((0.045, 0.045, g.base_height / 2), (0, 0, g.base_height / 2), _PRINTED),)),
-        Link("shoulder_link", "base_link", "shoulder_pan", (0, 0, g.base_height), (0, 0, 1), 0.12,
-             (Box((0.025, 0.025, g.shoulder[1] / 2), (g.shoulder[0] / 2, 0, g.shoulder[1] / 2), _SERVO),)),
-        Link("upper_arm_link", "shoulder_link", "shoulder_lift", (g.shoulder[0], 0, g.shoulder[1]), (0, 1, 0), 0.10,
-             (Box((0.016, 0.022, uz / 2), (ux / 2, 0, uz / 2), _PRINTED),)),
-        Link("lower_arm_link", "upper_arm_link", "elbow_flex", (ux, 0, uz), (0, 1, 0), 0.10,
-             (Box((fx / 2, 0.018, 0.014), (fx / 2, 0, fz / 2), _PRINTED),)),
-        Link("wrist_link", "lower_arm_link", "wrist_flex", (fx, 0, fz), (0, 1, 0), 0.05,
-             (Box((g.wrist / 2, 0.018, 0.014), (g.wrist / 2, 0, 0), _SERVO),)),
-        Link("gripper_link", "wrist_link", "wrist_roll", (g.wrist, 0, 0), (1, 0, 0), 0.06,
-             (Box((0.012, 0.024, 0.016), (0.006, 0, 0), _PRINTED),
-              Box((g.tip / 2, 0.004, 0.012), (g.tip / 2, -_JAW_GAP_HALF - 0.004, 0), _PRINTED))),
-        Link("jaw_link", "gripper_link", "gripper", (hx, hy, 0), (0, 0, 1), 0.03,
-             (Box((pad_len / 2, 0.003, 0.010), pad_pos, _PRINTED, yaw=-grasp),)),
+        Link(
+            "base_link",
+            None,
+            None,
+            (0, 0, 0),
+            (0, 0, 0),
+            0.5,
+            (Box((0.045, 0.045, g.base_height / 2), (0, 0, g.base_height / 2), _PRINTED),),
+        ),
+        Link(
+            "shoulder_link",
+            "base_link",
+            "shoulder_pan",
+            (0, 0, g.base_height),
+            (0, 0, 1),
+            0.12,
+            (Box((0.025, 0.025, g.shoulder[1] / 2), (g.shoulder[0] / 2, 0, g.shoulder[1] / 2), _SERVO),),
+        ),
+        Link(
+            "upper_arm_link",
+            "shoulder_link",
+            "shoulder_lift",
+            (g.shoulder[0], 0, g.shoulder[1]),
+            (0, 1, 0),
+            0.10,
+            (Box((0.016, 0.022, uz / 2), (ux / 2, 0, uz / 2), _PRINTED),),
+        ),
+        Link(
+            "lower_arm_link",
+            "upper_arm_link",
+            "elbow_flex",
+            (ux, 0, uz),
+            (0, 1, 0),
+            0.10,
+            (Box((fx / 2, 0.018, 0.014), (fx / 2, 0, fz / 2), _PRINTED),),
+        ),
+        Link(
+            "wrist_link",
+            "lower_arm_link",
+            "wrist_flex",
+            (fx, 0, fz),
+            (0, 1, 0),
+            0.05,
+            (Box((g.wrist / 2, 0.018, 0.014), (g.wrist / 2, 0, 0), _SERVO),),
+        ),
+        Link(
+            "gripper_link",
+            "wrist_link",
+            "wrist_roll",
+            (g.wrist, 0, 0),
+            (1, 0, 0),
+            0.06,
+            (
+                Box((0.012, 0.024, 0.016), (0.006, 0, 0), _PRINTED),
+                Box((g.tip / 2, 0.004, 0.012), (g.tip / 2, -_JAW_GAP_HALF - 0.004, 0), _PRINTED),
+            ),
+        ),
+        Link(
+            "jaw_link",
+            "gripper_link",
+            "gripper",
+            (hx, hy, 0),
+            (0, 0, 1),
+            0.03,
+            (Box((pad_len / 2, 0.003, 0.010), pad_pos, _PRINTED, yaw=-grasp),),
+        ),
     )
 
 
@@ -204,32 +255,50 @@ def generate_urdf(arm: str = "so100") -> str:
     for link in links_for(arm):
         first = link.boxes[0]
         ixx, iyy, izz = _box_inertia(link.mass, first.half)
-        out += [f'  <link name="{link.name}">', "    <inertial>", f'      <origin xyz="{_f(first.pos)}"/>',
-                f'      <mass value="{link.mass:.6g}"/>',
-                f'      <inertia ixx="{ixx:.6g}" ixy="0" ixz="0" iyy="{iyy:.6g}" iyz="0" izz="{izz:.6g}"/>',
-                "    </inertial>"]
+        out += [
+            f'  <link name="{link.name}">',
+            "    <inertial>",
+            f'      <origin xyz="{_f(first.pos)}"/>',
+            f'      <mass value="{link.mass:.6g}"/>',
+            f'      <inertia ixx="{ixx:.6g}" ixy="0" ixz="0" iyy="{iyy:.6g}" iyz="0" izz="{izz:.6g}"/>',
+            "    </inertial>",
+        ]
         for tag in ("visual", "collision"):
             for box in link.boxes:
                 size = _f(tuple(2 * h for h in box.half))
-                out += [f"    <{tag}>", f'      <origin xyz="{_f(box.pos)}" rpy="0 0 {box.yaw:.6g}"/>',
-                        f'      <geometry><box size="{size}"/></geometry>']
+                out += [
+                    f"    <{tag}>",
+                    f'      <origin xyz="{_f(box.pos)}" rpy="0 0 {box.yaw:.6g}"/>',
+                    f'      <geometry><box size="{size}"/></geometry>',
+                ]
                 if tag == "visual":
-                    out.append(f'      <material name="rgba_{_f(box.rgba).replace(" ", "_")}">'
-                               f'<color rgba="{_f(box.rgba)}"/></material>')
+                    out.append(
+                        f'      <material name="rgba_{_f(box.rgba).replace(" ", "_")}">'
+                        f'<color rgba="{_f(box.rgba)}"/></material>'
+                    )
                 out.append(f"    </{tag}>")
         out.append("  </link>")
         if link.parent is not None and link.joint is not None:
             s = specs[link.joint]
-            out += [f'  <joint name="{s.name}" type="revolute">', f'    <parent link="{link.parent}"/>',
-                    f'    <child link="{link.name}"/>', f'    <origin xyz="{_f(link.origin)}" rpy="0 0 0"/>',
-                    f'    <axis xyz="{_f(link.axis)}"/>',
-                    f'    <limit lower="{s.lower:.9g}" upper="{s.upper:.9g}" effort="{s.max_effort:.6g}" '
-                    f'velocity="{s.max_velocity:.6g}"/>',
-                    "  </joint>"]
+            out += [
+                f'  <joint name="{s.name}" type="revolute">',
+                f'    <parent link="{link.parent}"/>',
+                f'    <child link="{link.name}"/>',
+                f'    <origin xyz="{_f(link.origin)}" rpy="0 0 0"/>',
+                f'    <axis xyz="{_f(link.axis)}"/>',
+                f'    <limit lower="{s.lower:.17g}" upper="{s.upper:.17g}" effort="{s.max_effort:.6g}" '
+                f'velocity="{s.max_velocity:.6g}"/>',
+                "  </joint>",
+            ]
     for name, offset in ((END_EFFECTOR, tip_offset(arm)), (GRASP_SITE, grasp_offset(arm))):
-        out += [f'  <link name="{name}"/>', f'  <joint name="{name}_joint" type="fixed">',
-                '    <parent link="gripper_link"/>', f'    <child link="{name}"/>',
-                f'    <origin xyz="{_f(offset)}" rpy="0 0 0"/>', "  </joint>"]
+        out += [
+            f'  <link name="{name}"/>',
+            f'  <joint name="{name}_joint" type="fixed">',
+            '    <parent link="gripper_link"/>',
+            f'    <child link="{name}"/>',
+            f'    <origin xyz="{_f(offset)}" rpy="0 0 0"/>',
+            "  </joint>",
+        ]
     out += ["</robot>", ""]
     return "\n".join(out)
 
@@ -266,20 +335,30 @@ def generate_mjcf(arm: str = "so100") -> str:
         first = link.boxes[0]
         ixx, iyy, izz = _box_inertia(link.mass, first.half)
         out.append(f'{pad}<body name="{link.name}" pos="{_f(link.origin)}" childclass="{arm}">')
-        out.append(f'{pad}  <inertial pos="{_f(first.pos)}" mass="{link.mass:.6g}" '
-                   f'diaginertia="{ixx:.6g} {iyy:.6g} {izz:.6g}"/>')
+        out.append(
+            f'{pad}  <inertial pos="{_f(first.pos)}" mass="{link.mass:.6g}" '
+            f'diaginertia="{ixx:.6g} {iyy:.6g} {izz:.6g}"/>'
+        )
         if link.joint is not None:
             s = specs[link.joint]
-            out.append(f'{pad}  <joint name="{s.name}" axis="{_f(link.axis)}" range="{s.lower:.9g} {s.upper:.9g}" '
-                       f'actuatorfrcrange="{-s.max_effort:.6g} {s.max_effort:.6g}"/>')
+            out.append(
+                f'{pad}  <joint name="{s.name}" axis="{_f(link.axis)}" range="{s.lower:.17g} {s.upper:.17g}" '
+                f'actuatorfrcrange="{-s.max_effort:.6g} {s.max_effort:.6g}"/>'
+            )
         for i, box in enumerate(link.boxes):
-            out.append(f'{pad}  <geom name="{link.name}_{i}" size="{_f(box.half)}" pos="{_f(box.pos)}" '
-                       f'euler="0 0 {box.yaw:.6g}" rgba="{_f(box.rgba)}"/>')
+            out.append(
+                f'{pad}  <geom name="{link.name}_{i}" size="{_f(box.half)}" pos="{_f(box.pos)}" '
+                f'euler="0 0 {box.yaw:.6g}" rgba="{_f(box.rgba)}"/>'
+            )
         if link.name == "gripper_link":
-            out.append(f'{pad}  <site name="{END_EFFECTOR}" pos="{_f(tip_offset(arm))}" size="0.004" '
-                       'rgba="1 0 0 0.6" group="4"/>')
-            out.append(f'{pad}  <site name="{GRASP_SITE}" pos="{_f(grasp_offset(arm))}" size="0.004" '
-                       'rgba="0 1 0 0.6" group="4"/>')
+            out.append(
+                f'{pad}  <site name="{END_EFFECTOR}" pos="{_f(tip_offset(arm))}" size="0.004" '
+                'rgba="1 0 0 0.6" group="4"/>'
+            )
+            out.append(
+                f'{pad}  <site name="{GRASP_SITE}" pos="{_f(grasp_offset(arm))}" size="0.004" '
+                'rgba="0 1 0 0.6" group="4"/>'
+            )
             # Looks along the jaws (camera -z = gripper +x), image up = gripper +z.
             out.append(f'{pad}  <camera name="wrist" pos="0.02 0 0.04" xyaxes="0 -1 0 0.5 0 0.866" fovy="75"/>')
         for child in children.get(link.name, []):
@@ -295,10 +374,18 @@ def generate_mjcf(arm: str = "so100") -> str:
             out.append(f'    <exclude body1="{link.parent}" body2="{link.name}"/>')
     out += ["  </contact>", "  <actuator>"]
     for s in joints_for(arm):
-        out.append(f'    <position name="{s.name}" joint="{s.name}" class="{arm}" ctrlrange="{s.lower:.9g} '
-                   f'{s.upper:.9g}" forcerange="{-s.max_effort:.6g} {s.max_effort:.6g}"/>')
-    out += ["  </actuator>", "  <keyframe>", f'    <key name="home" qpos="{_f([0.0] * len(specs))}" '
-            f'ctrl="{_f([0.0] * len(specs))}"/>', "  </keyframe>", "</mujoco>", ""]
+        out.append(
+            f'    <position name="{s.name}" joint="{s.name}" class="{arm}" ctrlrange="{s.lower:.17g} '
+            f'{s.upper:.17g}" forcerange="{-s.max_effort:.6g} {s.max_effort:.6g}"/>'
+        )
+    out += [
+        "  </actuator>",
+        "  <keyframe>",
+        f'    <key name="home" qpos="{_f([0.0] * len(specs))}" ctrl="{_f([0.0] * len(specs))}"/>',
+        "  </keyframe>",
+        "</mujoco>",
+        "",
+    ]
     return "\n".join(out)
 
 

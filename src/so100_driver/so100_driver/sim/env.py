@@ -78,8 +78,8 @@ class SimEnv:
         for name in cfg.cameras:
             if mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, name) < 0:
                 raise ValueError(f"unknown camera {name!r}")
-        # Creating a renderer costs 0.2-0.5 s: once per env.
-        self._renderer = mujoco.Renderer(self.model, cfg.height, cfg.width) if cfg.cameras else None
+        # Made on first render (0.2-0.5 s, once per env), in the thread that renders: a GL context is per thread.
+        self._renderer: mujoco.Renderer | None = None
         self.goal = np.zeros(len(self.joints))
         self.task: Task = Task("pick", next(iter(CUBE_COLORS)))
         self._detector = SuccessDetector(self.task)
@@ -103,8 +103,12 @@ class SimEnv:
         self.task = parse_instruction(task) if isinstance(task, str) else task
         self._detector = SuccessDetector(self.task)
 
-    def reset(self, seed: int, task: Task | str | None = None) -> dict:
-        """New episode: arm at home (zero), cubes at seeded random poses, a task (sampled from seed when None)."""
+    def reset(self, seed: int, task: Task | str | None = None, observe: bool = True) -> dict | None:
+        """New episode: arm at home (zero), cubes at seeded random poses, a task (sampled from seed when None).
+
+        Returns the first observation, or None with `observe=False` (no rendering: a caller outside the render
+        thread, such as MujocoBackend's reset service).
+        """
         rng = np.random.default_rng(seed)
         mujoco.mj_resetDataKeyframe(self.model, self.data, self.model.key("home").id)
         self.set_task(sample_task(rng, self.config.task_kinds) if task is None else task)
@@ -115,7 +119,7 @@ class SimEnv:
         self.data.ctrl[self._act] = self.goal
         mujoco.mj_forward(self.model, self.data)
         self.data.time = 0.0
-        return self.observation()
+        return self.observation() if observe else None
 
     def step(self, joint_targets: Sequence[float] | np.ndarray) -> dict:
         """Advance one control period toward `joint_targets` (6 positions, rad; clamped to the limits).
@@ -180,7 +184,7 @@ class SimEnv:
     def render(self, camera: str) -> np.ndarray:
         """One HxWx3 uint8 frame from `camera`."""
         if self._renderer is None:
-            raise RuntimeError("this SimEnv was made without cameras")
+            self._renderer = mujoco.Renderer(self.model, self.config.height, self.config.width)
         self._renderer.update_scene(self.data, camera)
         return self._renderer.render().copy()
 

@@ -52,7 +52,9 @@ class Task:
 
 
 _COLOUR_RE = "|".join(CUBE_COLORS)
-_STACK_RE = re.compile(rf"\b(?:put|place|stack|set)\b.*?\b({_COLOUR_RE})\b.*?\b(?:on|onto|on top of)\b.*?\b({_COLOUR_RE})\b")
+_STACK_RE = re.compile(
+    rf"\b(?:put|place|stack|set)\b.*?\b({_COLOUR_RE})\b.*?\b(?:on|onto|on top of)\b.*?\b({_COLOUR_RE})\b"
+)
 _PICK_RE = re.compile(rf"\b(?:pick|grab|lift|take|grasp)\b.*?\b({_COLOUR_RE})\b")
 
 

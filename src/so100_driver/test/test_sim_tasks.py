@@ -1,0 +1,107 @@
+"""Tasks: instruction text <-> task, seeded placement, success detectors; the scripted expert solves them."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from so100_driver.sim.env import SimConfig, SimEnv
+from so100_driver.sim.expert import ScriptedExpert, run_episode
+from so100_driver.sim.scene import CUBE_COLORS
+from so100_driver.sim.tasks import (
+    HOLD_TIME,
+    MIN_CUBE_SPACING,
+    SuccessDetector,
+    Task,
+    parse_instruction,
+    place_cubes,
+    sample_task,
+)
+
+ALL_TASKS = [Task("pick", c) for c in CUBE_COLORS] + [
+    Task("stack", a, b) for a, b in itertools.permutations(CUBE_COLORS, 2)
+]
+
+
+@pytest.mark.parametrize("task", ALL_TASKS, ids=lambda t: t.instruction)
+def test_instruction_round_trips(task):
+    assert parse_instruction(task.instruction) == task
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Pick up the RED cube.", Task("pick", "red")),
+        ("  grab   the blue block ", Task("pick", "blue")),
+        ("stack the green cube on top of the red cube", Task("stack", "green", "red")),
+        ("place blue onto green", Task("stack", "blue", "green")),
+    ],
+)
+def test_instruction_variants(text, expected):
+    assert parse_instruction(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "dance", "pick up the purple cube", "put the red cube on the red one"])
+def test_unparsable_instruction_is_a_clear_error(text):
+    with pytest.raises(ValueError, match=r"instruction|stack task"):
+        parse_instruction(text)
+
+
+def test_place_cubes_is_seeded_and_spaced():
+    a, b = place_cubes(np.random.default_rng(3)), place_cubes(np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    for seed in range(50):
+        poses = place_cubes(np.random.default_rng(seed))
+        for p, q in itertools.combinations(poses[:, :2], 2):
+            assert np.linalg.norm(p - q) >= MIN_CUBE_SPACING
+
+
+def test_sample_task_covers_the_kinds():
+    kinds = {sample_task(np.random.default_rng(s)).kind for s in range(30)}
+    assert kinds == {"pick", "stack"}
+
+
+def _cubes(red_z=0.015, green=(0.2, 0.0, 0.015)):
+    return {"red": np.array([0.2, 0.0, red_z]), "green": np.array(green), "blue": np.array([0.1, 0.1, 0.015])}
+
+
+def test_pick_succeeds_only_when_lifted_and_held():
+    detector = SuccessDetector(Task("pick", "red"))
+    assert not detector.update(0.0, _cubes(red_z=0.1))
+    assert not detector.update(HOLD_TIME / 2, _cubes(red_z=0.1))
+    assert not detector.update(HOLD_TIME * 0.75, _cubes(red_z=0.015)), "dropped: the hold restarts"
+    assert not detector.update(HOLD_TIME, _cubes(red_z=0.1))
+    assert detector.update(2 * HOLD_TIME + 0.01, _cubes(red_z=0.1))
+
+
+def test_stack_needs_release_and_alignment():
+    detector = SuccessDetector(Task("stack", "red", "green"))
+    stacked = _cubes(red_z=0.045, green=(0.2, 0.0, 0.015))
+    assert not detector.update(0.0, stacked, gripper_touching=True)
+    assert not detector.update(1.0, stacked, gripper_touching=True)
+    assert not detector.update(1.1, _cubes(red_z=0.045, green=(0.25, 0.0, 0.015)))
+    detector.update(2.0, stacked)
+    assert detector.update(2.0 + HOLD_TIME, stacked)
+
+
+@pytest.fixture(scope="module")
+def expert_env():
+    with SimEnv(SimConfig(cameras=())) as env:
+        yield env, ScriptedExpert(env)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_expert_picks(expert_env, seed):
+    env, expert = expert_env
+    assert run_episode(env, expert, seed, task=Task("pick", ("red", "green", "blue")[seed]))
+    assert env.cube_positions()[env.task.cube][2] > 0.05
+
+
+@pytest.mark.parametrize("seed", [10, 11])
+def test_expert_stacks(expert_env, seed):
+    env, expert = expert_env
+    assert run_episode(env, expert, seed, task="put the blue cube on the red one")
+    cubes = env.cube_positions()
+    assert cubes["blue"][2] > cubes["red"][2] + 0.02
