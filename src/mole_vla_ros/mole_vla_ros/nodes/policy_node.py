@@ -1,0 +1,421 @@
+"""PolicyNode: runs the MoLe-VLA policy on the latest observation whenever the executor asks for a chunk.
+
+camera topics (Image) + /joint_states ──► ObservationBuffer (execution/observation.py)
+/mole/instruction (String) or /mole/execute_instruction (action) ──► the current task (a newer one pre-empts it)
+mole/chunk_request ──► worker thread: policy.predict_action_chunk ──► mole/action_chunk + mole/router_state
+/mole/task_success (Bool, the sim's detector) ──► the task ends successfully
+mole/set_layer_budget (service) ──► the router budget, live from the next chunk
+
+Inference runs in one worker thread, so subscriptions, the action server, cancel and the budget service stay
+responsive while the model computes. Observations older than `max_observation_age` are never used.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action.server import ServerGoalHandle
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Header, String
+
+from mole_msgs.action import ExecuteInstruction
+from mole_msgs.msg import ActionChunk, RouterState
+from mole_msgs.srv import SetLayerBudget
+from mole_vla_ros import conversions, qos
+from mole_vla_ros.execution.observation import ObservationBuffer, StaleObservationError, validate_instruction
+from mole_vla_ros.nodes import _params
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    checkpoint: str
+    device: str
+    chunk_size: int
+    num_steps: int
+    fps: float
+    image_topics: tuple[str, ...]
+    max_observation_age: float
+    time_limit: float
+
+
+@dataclass
+class Task:
+    """One instruction being executed. `outcome` is set once, when it ends."""
+
+    instruction: str
+    budget: float | None  # None: the node's live budget
+    time_limit: float
+    started: float = field(default_factory=time.monotonic)
+    chunks: int = 0
+    latencies: list[float] = field(default_factory=list)
+    active_fraction: float = 0.0
+    state: str = "waiting_for_observation"
+    outcome: tuple[bool, str] | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def finish(self, success: bool, reason: str) -> bool:
+        if self.outcome is not None:
+            return False
+        self.outcome = (success, reason)
+        self.state = "holding"
+        self.done.set()
+        return True
+
+
+def load_policy(checkpoint: str, device: str, chunk_size: int, num_steps: int, logger: Any) -> Any:
+    """The MoLe policy from a folder or hub id; an empty checkpoint builds the random tiny config (tests, demos)."""
+    from mole_vla_ros.policy import MoLeConfig, MoLePolicy  # late: torch loads only in the policy process
+
+    overrides = {k: v for k, v in (("chunk_size", chunk_size), ("num_steps", num_steps)) if v > 0}
+    if checkpoint:
+        policy = MoLePolicy.from_pretrained(checkpoint, **overrides)
+    else:
+        logger.warning(
+            "NO CHECKPOINT GIVEN: running a RANDOMLY INITIALISED tiny MoLe policy. Its actions are meaningless; "
+            "set the 'checkpoint' parameter to a trained folder or hub id before driving a real arm."
+        )
+        policy = MoLePolicy(MoLeConfig.preset("tiny", **overrides))
+    return policy.to(device).eval()
+
+
+class PolicyNode(Node):
+    def __init__(self, policy: Any | None = None, **kwargs: Any) -> None:
+        super().__init__("policy_node", **kwargs)
+        self.declare_parameters(
+            "",
+            [
+                ("checkpoint", "", _params.text("Checkpoint folder or hub id; empty = random tiny model.", True)),
+                ("device", "cpu", _params.text("Torch device, e.g. cpu or cuda:0.", read_only=True)),
+                ("layer_budget", 0.5, _params.floating("Fraction of kept backbone layers to run.", 0.01, 1.0)),
+                ("chunk_size", 0, _params.integer("Actions per chunk; 0 = the checkpoint's.", 0, 1000, True)),
+                ("num_steps", 0, _params.integer("Denoising steps; 0 = the checkpoint's.", 0, 100, True)),
+                ("fps", 30.0, _params.floating("Chunk step rate (action i at stamp + (i+1)/fps), Hz.", 1.0, 200.0)),
+                ("image_topics", ["camera/image_raw"], _params.text("Camera topics, in the policy's order.", True)),
+                ("max_observation_age", 0.5, _params.floating("Older inputs are not used, s.", 0.01, 60.0)),
+                ("time_limit", 60.0, _params.floating("Default task time limit, s.", 0.1, 86400.0)),
+            ],
+        )
+        self.params = self._read_params()
+        self.policy = policy or load_policy(
+            self.params.checkpoint, self.params.device, self.params.chunk_size, self.params.num_steps, self.get_logger()
+        )
+        self._budget = float(self.get_parameter("layer_budget").value)
+        self._lock = threading.Lock()
+        self._task: Task | None = None
+        self._pending = False
+        self._success_at = -math.inf
+        self._chunk_id = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._last_stale_warning = -math.inf
+        self.buffer = ObservationBuffer(self.params.image_topics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._chunk_pub = self.create_publisher(ActionChunk, "mole/action_chunk", qos.RELIABLE)
+        self._router_pub = self.create_publisher(RouterState, "mole/router_state", qos.RELIABLE)
+        inputs = MutuallyExclusiveCallbackGroup()
+        for topic in self.params.image_topics:
+            self.create_subscription(
+                Image, topic, lambda msg, t=topic: self._on_image(t, msg), qos.SENSOR_DATA, callback_group=inputs
+            )
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.RELIABLE, callback_group=inputs)
+        self.create_subscription(String, "/mole/instruction", self._on_instruction, qos.LATEST_VALUE)
+        self.create_subscription(Header, "mole/chunk_request", self._on_chunk_request, qos.RELIABLE)
+        self.create_subscription(Bool, "/mole/task_success", self._on_task_success, qos.RELIABLE)
+        self.create_service(SetLayerBudget, "mole/set_layer_budget", self._on_set_budget)
+        self._action_server = ActionServer(
+            self,
+            ExecuteInstruction,
+            "/mole/execute_instruction",
+            execute_callback=self._execute,
+            goal_callback=lambda _goal: GoalResponse.ACCEPT,
+            cancel_callback=lambda _handle: CancelResponse.ACCEPT,
+            callback_group=ReentrantCallbackGroup(),
+        )
+        self._worker = threading.Thread(target=self._work, name="policy_inference", daemon=True)
+        self._worker.start()
+
+    # ---- parameters ----
+
+    def _read_params(self) -> PolicyParams:
+        topics = tuple(self.get_parameter("image_topics").value)
+        if not topics or len(set(topics)) != len(topics):
+            raise ValueError(f"image_topics must be distinct non-empty topic names, got {list(topics)}")
+        return PolicyParams(
+            checkpoint=self.get_parameter("checkpoint").value,
+            device=self.get_parameter("device").value,
+            chunk_size=self.get_parameter("chunk_size").value,
+            num_steps=self.get_parameter("num_steps").value,
+            fps=self.get_parameter("fps").value,
+            image_topics=topics,
+            max_observation_age=self.get_parameter("max_observation_age").value,
+            time_limit=self.get_parameter("time_limit").value,
+        )
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        updates = {}
+        for p in parameters:
+            if p.name == "layer_budget":
+                if not (isinstance(p.value, float) and 0.0 < p.value <= 1.0):
+                    return SetParametersResult(successful=False, reason=f"layer_budget {p.value} not in (0, 1]")
+                self._budget = p.value
+            elif p.name in ("fps", "max_observation_age", "time_limit"):
+                if not (isinstance(p.value, float) and math.isfinite(p.value) and p.value > 0):
+                    return SetParametersResult(successful=False, reason=f"{p.name} must be a positive float")
+                updates[p.name] = p.value
+        if updates:
+            self.params = replace(self.params, **updates)
+        return SetParametersResult(successful=True)
+
+    # ---- inputs ----
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_image(self, topic: str, msg: Image) -> None:
+        try:
+            rgb = conversions.to_rgb(conversions.image_to_numpy(msg), msg.encoding)
+        except ValueError as err:
+            self.get_logger().error(f"image on {topic} refused: {err}", throttle_duration_sec=2.0)
+            return
+        self.buffer.update_image(topic, rgb, conversions.stamp_to_seconds(msg.header.stamp))
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            positions = conversions.joint_state_to_positions(msg)
+        except ValueError as err:
+            self.get_logger().error(f"joint state refused: {err}", throttle_duration_sec=2.0)
+            return
+        self.buffer.update_state(positions, conversions.stamp_to_seconds(msg.header.stamp))
+
+    def _on_chunk_request(self, _msg: Header) -> None:
+        self._pending = True
+        self._wake.set()
+
+    def _on_task_success(self, msg: Bool) -> None:
+        if msg.data:
+            self._success_at = time.monotonic()
+            self._wake.set()
+
+    def _on_instruction(self, msg: String) -> None:
+        try:
+            instruction = validate_instruction(msg.data)
+        except ValueError as err:
+            self.get_logger().error(f"instruction refused: {err}")
+            return
+        self.start_task(Task(instruction, None, self.params.time_limit))
+
+    def _on_set_budget(self, request: SetLayerBudget.Request, response: SetLayerBudget.Response) -> Any:
+        budget = float(request.budget)
+        if math.isfinite(budget) and 0.0 < budget <= 1.0:
+            self._budget = budget
+            with self._lock:
+                if self._task is not None:
+                    self._task.budget = None  # a live change wins over the goal's own budget
+            response.success, response.message = True, f"layer budget set to {budget:.3f}"
+        else:
+            response.success, response.message = False, f"budget {budget} must be finite and in (0, 1]"
+        response.budget = self._budget
+        response.active_layers = max(1, round(self._budget * self.policy.num_layers))
+        return response
+
+    # ---- tasks ----
+
+    def start_task(self, task: Task) -> Task:
+        """Make `task` current; the previous one ends as pre-empted."""
+        with self._lock:
+            previous, self._task = self._task, task
+            self._pending = True
+        if previous is not None and previous.finish(False, "pre-empted by a new instruction"):
+            self.get_logger().info(f"pre-empted {previous.instruction!r}")
+        self.get_logger().info(f"task started: {task.instruction!r}")
+        if hasattr(self.policy, "reset"):
+            self.policy.reset()
+        self._wake.set()
+        return task
+
+    def _execute(self, goal_handle: ServerGoalHandle) -> ExecuteInstruction.Result:
+        goal = goal_handle.request
+        try:
+            instruction = validate_instruction(goal.instruction)
+            if not (math.isfinite(goal.layer_budget) and 0.0 <= goal.layer_budget <= 1.0):
+                raise ValueError(f"layer_budget {goal.layer_budget} must be 0 (node default) or in (0, 1]")
+            if not (math.isfinite(goal.time_limit) and goal.time_limit >= 0.0):
+                raise ValueError(f"time_limit {goal.time_limit} must be 0 (node default) or positive")
+        except ValueError as err:
+            # Accept-then-abort rather than reject: a rejected goal carries no reason back to the client.
+            self.get_logger().error(f"goal refused: {err}")
+            goal_handle.abort()
+            return ExecuteInstruction.Result(success=False, reason=f"invalid goal: {err}")
+        task = self.start_task(Task(instruction, goal.layer_budget or None, goal.time_limit or self.params.time_limit))
+        sent = (-1, "")
+        while not task.done.wait(0.05):
+            if goal_handle.is_cancel_requested:
+                task.finish(False, "cancelled")
+                break
+            if not goal_handle.is_active:  # pre-empted at the action-server level
+                task.finish(False, "pre-empted by a new instruction")
+                break
+            if (task.chunks, task.state) != sent:
+                sent = (task.chunks, task.state)
+                goal_handle.publish_feedback(self._feedback(task))
+        success, reason = task.outcome
+        result = ExecuteInstruction.Result(success=success, reason=reason, chunks=task.chunks)
+        result.mean_latency = float(np.mean(task.latencies)) if task.latencies else 0.0
+        if reason == "cancelled" and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif success:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return result
+
+    @staticmethod
+    def _feedback(task: Task) -> ExecuteInstruction.Feedback:
+        return ExecuteInstruction.Feedback(
+            chunks=task.chunks,
+            active_layer_fraction=task.active_fraction,
+            last_latency=task.latencies[-1] if task.latencies else 0.0,
+            state=task.state,
+        )
+
+    # ---- inference (worker thread) ----
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.05)
+            self._wake.clear()
+            with self._lock:
+                task = self._task
+            if task is None or task.outcome is not None:
+                continue
+            if self._success_at > task.started:
+                task.finish(True, "succeeded")
+            elif time.monotonic() - task.started > task.time_limit:
+                task.finish(False, "time limit")
+            elif self._pending:
+                self._infer(task)
+
+    def _infer(self, task: Task) -> None:
+        now = self._now()
+        try:
+            obs = self.buffer.snapshot(now, self.params.max_observation_age)
+        except StaleObservationError as err:
+            task.state = "waiting_for_observation"
+            if time.monotonic() - self._last_stale_warning > 2.0:
+                self._last_stale_warning = time.monotonic()
+                self.get_logger().warning(f"observation not used: {err}")
+            self._wake.set()  # try again on the next pass
+            time.sleep(0.02)
+            return
+        self._pending = False
+        task.state = "inferring"
+        budget = task.budget or self._budget
+        try:
+            pred = self.policy.predict_action_chunk(self._batch(obs, task.instruction), budget=budget)
+            actions = pred.actions[0].detach().cpu().double().numpy()  # (H, J)
+        except RuntimeError as err:
+            # MoLePolicy raises on its own NaN guard; anything else is a genuine failure of the model.
+            reason = "non-finite (NaN/inf) actions" if "non-finite" in str(err) else f"policy failed: {err}"
+            self._fail(task, reason)
+            return
+        if not np.all(np.isfinite(actions)):
+            self._fail(task, "policy produced non-finite (NaN/inf) actions")
+            return
+        with self._lock:
+            if self._task is not task or task.outcome is not None:
+                return  # pre-empted while inferring: this chunk belongs to nobody
+        latency = self._now() - obs.stamp
+        self._publish(task, obs.stamp, actions, pred, budget, latency)
+
+    def _fail(self, task: Task, reason: str) -> None:
+        if reason.startswith("non-finite"):
+            reason = f"policy produced {reason}"
+        self.get_logger().error(f"{reason} for {task.instruction!r}: chunk not published, task aborted")
+        task.finish(False, reason)
+
+    def _batch(self, obs: Any, instruction: str) -> dict[str, Any]:
+        import torch
+
+        device = self.params.device
+        return {
+            "images": [conversions.rgb_to_tensor(img).to(device) for img in obs.images],
+            "instruction": [instruction],
+            "state": torch.as_tensor(obs.state, dtype=torch.float32, device=device)[None],
+        }
+
+    def _publish(self, task: Task, stamp: float, actions: np.ndarray, pred: Any, budget: float, latency: float) -> None:
+        mask = pred.active_mask[0].detach().cpu().numpy().astype(bool)
+        active = np.flatnonzero(mask).tolist()
+        ros_stamp = conversions.seconds_to_stamp(stamp)
+        chunk = conversions.build_action_chunk(
+            actions,
+            ros_stamp,
+            fps=self.params.fps,
+            chunk_id=self._chunk_id,
+            instruction=task.instruction,
+            inference_latency=latency,
+            active_layers=active,
+            num_layers=len(mask),
+        )
+        router = RouterState(
+            chunk_id=self._chunk_id,
+            active_mask=mask.tolist(),
+            scores=pred.scores[0].detach().cpu().float().numpy().tolist(),
+            budget=float(budget),
+            num_active=len(active),
+            flops_fraction=float(pred.flops_fraction),
+        )
+        router.header.stamp = ros_stamp
+        self._chunk_pub.publish(chunk)
+        self._router_pub.publish(router)
+        self._chunk_id += 1
+        task.chunks += 1
+        task.latencies.append(latency)
+        task.active_fraction = len(active) / max(1, len(mask))
+        task.state = "executing"
+
+    def stop(self) -> None:
+        """End the current task and the worker thread (idempotent). Call while the executor still spins, so a
+        running goal can send its result."""
+        self._stop.set()
+        self._wake.set()
+        self._worker.join(timeout=10.0)
+        with self._lock:
+            if self._task is not None:
+                self._task.finish(False, "policy node shutting down")
+
+    def destroy_node(self) -> None:
+        self.stop()
+        self._action_server.destroy()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        with rclpy.init(args=args):
+            node = PolicyNode()
+            executor = MultiThreadedExecutor(num_threads=4)
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()
