@@ -1,0 +1,259 @@
+"""`MoLeConfig`: every hyperparameter of the MoLe-VLA policy in one frozen, validated, JSON-saved dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+SKIP_MODES = ("project", "reuse", "skip_expert")
+KD_TARGETS = ("kv", "hidden")
+DTYPES = ("float32", "bfloat16")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or config file that cannot be loaded (truncated, wrong shapes, unknown format version)."""
+
+
+@dataclass(frozen=True)
+class MoLeConfig:
+    """Configuration of the MoLe-VLA policy (SmolVLA body + STAR layer routing + CogKD).
+
+    Args:
+        format_version: version of this config's on-disk layout; loading refuses versions it does not know.
+        vlm_name: hub id or local folder of a SmolVLM2 checkpoint whose weights (and tokenizer) the backbone
+            loads on random init; None builds the backbone from the shape fields below (random weights, built-in
+            byte tokenizer, nothing downloaded).
+        vision_hidden: SigLIP width. vision_layers: SigLIP depth. vision_heads: SigLIP heads.
+        vision_intermediate: SigLIP MLP width. image_size: the size SigLIP's position table was trained for.
+        patch_size: SigLIP patch size (pixels).
+        input_size: the square size images are resized/padded to before SigLIP. Smaller than `image_size` uses
+            SigLIP's variable-resolution position bucketing: the vision pass costs ~(input/image)^2, at the price
+            of fewer pixels and nearest-bucket position embeddings. Must be a multiple of patch*scale_factor.
+        scale_factor: pixel-shuffle factor of the connector (tokens per image = (input/patch/scale)^2).
+        text_hidden, text_heads, text_kv_heads, text_intermediate, vocab_size, rope_theta, rms_norm_eps:
+            the Llama-style decoder's shapes.
+        text_layers_total: decoder depth of the source VLM (SmolVLM2-500M: 32).
+        num_kept_layers: the first N decoder layers kept (SmolVLA keeps 16 of 32); each is a MoLe layer-expert.
+        tokenizer_max_length: instruction tokens (padded/truncated), as SmolVLA.
+        expert_width_factor: action expert width relative to `text_hidden` (SmolVLA: 0.75).
+        expert_intermediate: action expert MLP width.
+        self_attn_every_n_layers: expert layer l attends jointly (prefix + actions) when l % n == 0, else it
+            cross-attends to the VLM's layer-l K/V (SmolVLA: 2).
+        chunk_size: actions per chunk (H). num_steps: Euler steps at inference.
+        state_dim, action_dim: the robot's (SO-100: 6 joints, radians). max_state_dim, max_action_dim: padded
+            widths the projections use, so one checkpoint serves robots with fewer joints (SmolVLA: 32).
+        router_hidden: width of the STAR router's summaries.
+        router_use_state: feed the state token to the router's temporal branch (our extension of MoLe).
+        default_budget: fraction of kept layers active when a call passes budget=None.
+        gumbel_tau: Gumbel noise scale on router logits in training (0 = off, as MoLe's released code).
+        skip_mode: what expert layer l reads when VLM layer l is skipped: "project" (that layer's own K/V
+            projections of the passed-on hidden state), "reuse" (the last active layer's K/V), "skip_expert"
+            (expert layer l is skipped too). See skip.py for the measurement behind the default.
+        kd_target: what CogKD distils: "kv" (the per-layer K/V the expert reads) or "hidden" (final hidden states).
+        w_flow, w_kd, w_balance: loss weights (MoLe's code: KD 0.5, balance 0.01).
+        ema_decay: teacher EMA decay (0 = the teacher is the live network with every layer active).
+        dtype: compute dtype at inference ("bfloat16" halves memory traffic; CPU speed depends on AMX/AVX512-BF16).
+        quantize_int8: dynamic int8 quantisation of Linear layers at inference (CPU only).
+    """
+
+    format_version: int = FORMAT_VERSION
+    vlm_name: str | None = None
+    # --- vision (SigLIP) + connector
+    vision_hidden: int = 768
+    vision_layers: int = 12
+    vision_heads: int = 12
+    vision_intermediate: int = 3072
+    image_size: int = 512
+    patch_size: int = 16
+    input_size: int = 512
+    scale_factor: int = 4
+    # --- text decoder (Llama-style)
+    text_hidden: int = 960
+    text_heads: int = 15
+    text_kv_heads: int = 5
+    text_intermediate: int = 2560
+    text_layers_total: int = 32
+    num_kept_layers: int = 16
+    vocab_size: int = 49280
+    rope_theta: float = 100000.0
+    rms_norm_eps: float = 1e-5
+    tokenizer_max_length: int = 48
+    # --- action expert (flow matching)
+    expert_width_factor: float = 0.75
+    expert_intermediate: int = 2048
+    self_attn_every_n_layers: int = 2
+    chunk_size: int = 50
+    num_steps: int = 10
+    state_dim: int = 6
+    action_dim: int = 6
+    max_state_dim: int = 32
+    max_action_dim: int = 32
+    # --- STAR router (MoLe)
+    router_hidden: int = 256
+    router_use_state: bool = True
+    default_budget: float = 0.5
+    gumbel_tau: float = 0.0
+    skip_mode: str = "skip_expert"
+    # --- CogKD and loss weights
+    kd_target: str = "kv"
+    w_flow: float = 1.0
+    w_kd: float = 0.5
+    w_balance: float = 0.01
+    ema_decay: float = 0.0
+    # --- inference numerics
+    dtype: str = "float32"
+    quantize_int8: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format_version != FORMAT_VERSION:
+            raise CheckpointError(
+                f"unknown config format_version {self.format_version} (this code reads {FORMAT_VERSION})"
+            )
+        positive = {
+            k: getattr(self, k)
+            for k in (
+                "vision_hidden",
+                "vision_layers",
+                "vision_heads",
+                "vision_intermediate",
+                "image_size",
+                "patch_size",
+                "input_size",
+                "scale_factor",
+                "text_hidden",
+                "text_heads",
+                "text_kv_heads",
+                "text_intermediate",
+                "text_layers_total",
+                "num_kept_layers",
+                "vocab_size",
+                "tokenizer_max_length",
+                "expert_intermediate",
+                "self_attn_every_n_layers",
+                "chunk_size",
+                "num_steps",
+                "state_dim",
+                "action_dim",
+                "router_hidden",
+            )
+        }
+        bad = {k: v for k, v in positive.items() if not (isinstance(v, int) and v > 0)}
+        if bad:
+            raise ValueError(f"these fields must be positive integers: {bad}")
+        if self.num_kept_layers > self.text_layers_total:
+            raise ValueError(f"num_kept_layers={self.num_kept_layers} > text_layers_total={self.text_layers_total}")
+        if self.vision_hidden % self.vision_heads or self.text_hidden % self.text_heads:
+            raise ValueError("hidden sizes must be divisible by their head counts")
+        if self.text_heads % self.text_kv_heads:
+            raise ValueError(f"text_heads={self.text_heads} not a multiple of text_kv_heads={self.text_kv_heads}")
+        if self.input_size % (self.patch_size * self.scale_factor) or self.input_size > self.image_size:
+            raise ValueError(
+                f"input_size={self.input_size} must be <= image_size={self.image_size} and a multiple of "
+                f"patch_size*scale_factor={self.patch_size * self.scale_factor}"
+            )
+        if self.state_dim > self.max_state_dim or self.action_dim > self.max_action_dim:
+            raise ValueError("state_dim/action_dim exceed max_state_dim/max_action_dim")
+        if not 0.0 < self.expert_width_factor <= 4.0 or self.expert_hidden % self.text_heads:
+            raise ValueError(f"expert width {self.expert_hidden} must be > 0 and divisible by text_heads")
+        if not 0.0 < self.default_budget <= 1.0:
+            raise ValueError(f"default_budget={self.default_budget} must be in (0, 1]")
+        if self.skip_mode not in SKIP_MODES:
+            raise ValueError(f"skip_mode={self.skip_mode!r} not in {SKIP_MODES}")
+        if self.kd_target not in KD_TARGETS:
+            raise ValueError(f"kd_target={self.kd_target!r} not in {KD_TARGETS}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r} not in {DTYPES}")
+        if not 0.0 <= self.ema_decay < 1.0 or self.gumbel_tau < 0.0:
+            raise ValueError("ema_decay must be in [0, 1) and gumbel_tau >= 0")
+        if min(self.w_flow, self.w_kd, self.w_balance) < 0.0:
+            raise ValueError("loss weights must be >= 0")
+
+    # --- derived sizes
+    @property
+    def head_dim(self) -> int:
+        return self.text_hidden // self.text_heads
+
+    @property
+    def expert_hidden(self) -> int:
+        return int(self.text_hidden * self.expert_width_factor)
+
+    @property
+    def tokens_per_image(self) -> int:
+        return (self.input_size // self.patch_size // self.scale_factor) ** 2
+
+    def num_active(self, budget: float | None) -> int:
+        """k = max(1, round(budget * L)) kept layers; raises on a budget outside (0, 1]."""
+        budget = self.default_budget if budget is None else float(budget)
+        if not 0.0 < budget <= 1.0:
+            raise ValueError(f"budget={budget} must be in (0, 1]")
+        return max(1, round(budget * self.num_kept_layers))
+
+    # --- presets and serialisation
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> MoLeConfig:
+        """`smolvlm2-500m` (SmolVLM2-500M shapes, 16 kept layers) or `tiny` (trains on a CPU in seconds)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return dataclasses.replace(cls(**PRESETS[name]), **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MoLeConfig:
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise CheckpointError(f"unknown config fields {sorted(unknown)}")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"unknown config format_version {data.get('format_version')!r} (this code reads {FORMAT_VERSION})"
+            )
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> MoLeConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise CheckpointError(f"config {path} is not a JSON object")
+        return cls.from_dict(data)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The real SmolVLM2-500M shapes, so its checkpoints load; SmolVLA keeps 16 of its 32 decoder layers.
+    "smolvlm2-500m": {},
+    # Small enough to overfit synthetic data on 2 CPU cores in seconds; same structure as the real one.
+    "tiny": {
+        "vision_hidden": 32,
+        "vision_layers": 2,
+        "vision_heads": 2,
+        "vision_intermediate": 64,
+        "image_size": 64,
+        "patch_size": 8,
+        "input_size": 64,
+        "scale_factor": 2,
+        "text_hidden": 48,
+        "text_heads": 4,
+        "text_kv_heads": 2,
+        "text_intermediate": 96,
+        "text_layers_total": 8,
+        "num_kept_layers": 4,
+        "vocab_size": 320,
+        "tokenizer_max_length": 16,
+        "expert_intermediate": 64,
+        "chunk_size": 8,
+        "num_steps": 4,
+        "max_state_dim": 8,
+        "max_action_dim": 8,
+        "router_hidden": 32,
+    },
+}
