@@ -28,6 +28,8 @@ from so100_driver.safety import SafetyLayer, UnsafeCommandError, check_finite
 
 log = logging.getLogger(__name__)
 
+PAST_TOLERANCE = 0.05  # s: a point this little in the past still counts (message conversion, lock waits)
+
 
 class CommandRejectedError(ValueError):
     """A command the controller refuses (unknown joints, bad timing, NaN, a faulted arm...). The arm holds."""
@@ -174,7 +176,8 @@ class ArmController:
             if with_velocities:
                 velocities.append(self._full(point.velocities, trajectory.joint_names, cols, f"point {k} velocities"))
         times_arr = np.array(times)
-        keep = times_arr >= now
+        # A trajectory stamped "now" (zero stamp) was timed a moment ago: its time_from_start 0 point is not past.
+        keep = times_arr >= now - PAST_TOLERANCE
         if not keep.any():
             raise CommandRejectedError(
                 f"all {len(times)} trajectory points are in the past (last one {now - times_arr[-1]:.3f} s ago)"

@@ -128,9 +128,9 @@ class ArmNode(Node):
         limits = SafetyLimits.from_joints(
             joints, self.config.max_velocity_scale, self.config.max_acceleration, self.config.max_step
         )
-        self.controller = ArmController(backend, SafetyLayer(limits, self.config.watchdog_timeout))
         # Timer, subscriptions, services and the action thread all touch the controller: one lock.
         self._lock = threading.Lock()
+        self.controller = ArmController(backend, SafetyLayer(limits, self.config.watchdog_timeout))
         self._last_step: StepResult | None = None
         self._reported_faults: dict[str, str] = {}
         try:
@@ -357,9 +357,11 @@ class ArmNode(Node):
     # -- exit -------------------------------------------------------------------------------------------------
     def destroy_node(self) -> None:
         """Hold, then release torque if configured, then close the backend: on every exit path."""
+        controller = getattr(self, "controller", None)  # absent when the constructor failed before it
         try:
-            with self._lock:
-                self.controller.shutdown(disable_torque=self.config.disable_torque_on_exit)
+            if controller is not None:
+                with self._lock:
+                    controller.shutdown(disable_torque=self.config.disable_torque_on_exit)
         except BackendError as exc:
             self.get_logger().error(f"could not hold/release the arm on exit: {exc}")
         finally:

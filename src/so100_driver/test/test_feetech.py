@@ -109,8 +109,14 @@ def test_port_loss_raises_and_reopen_works(fake, bus):
         bus.sync_read_state(IDS)
     assert info.value.servo_id is None
     fake.reconnect()
-    bus.open()
-    assert bus.ping(1) == 777
+
+    def reopened():
+        try:
+            return bus.open().ping(1) == 777
+        except FeetechBusError:
+            return False
+
+    wait_until(reopened, 5, message="the port to reopen")
 
 
 def test_bad_packets_from_the_host_side_are_ignored_by_servos(fake, bus):

@@ -13,6 +13,7 @@ SDK quirks this layer accounts for (see /work/shared/ros2-toolchain.md):
 from __future__ import annotations
 
 import logging
+import termios
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -81,7 +82,7 @@ class FeetechBus:
         port = scs.PortHandler(self.port)
         try:
             ok = port.openPort() and port.setBaudRate(self.baudrate)
-        except (SerialException, OSError) as exc:
+        except (SerialException, OSError, termios.error) as exc:  # termios.error: a tty vanishing mid-setup
             raise FeetechBusError(f"cannot open servo bus {self.port}: {exc}") from None
         if not ok:
             raise FeetechBusError(f"cannot open servo bus {self.port} at {self.baudrate} baud")
