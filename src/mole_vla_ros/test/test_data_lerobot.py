@@ -93,7 +93,7 @@ def test_layout_and_metadata_follow_lerobot_v3(written):
         assert (root / rel).is_file(), rel
     info = json.loads((root / "meta/info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 2 and info["total_frames"] == 19
-    assert info["joint_units"] == "rad" and info["joint_names"] == list(JOINT_NAMES)
+    assert info["features"]["action"]["unit"] == "rad"
     assert info["features"]["observation.state"]["names"] == [f"{j}.pos" for j in JOINT_NAMES]
     episodes = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
     assert [(e["dataset_from_index"], e["dataset_to_index"]) for e in episodes] == [(0, 12), (12, 19)]
@@ -110,13 +110,14 @@ def _copy(src, tmp_path):
     return dst
 
 
-def _edit_info(root, **changes):
+def _edit_info(root, unit="rad", **changes):
     info = json.loads((root / "meta/info.json").read_text())
-    for key, value in changes.items():
-        if value is None:
-            info.pop(key, None)
+    info.update(changes)
+    for key in ("observation.state", "action"):
+        if unit is None:
+            info["features"][key].pop("unit", None)
         else:
-            info[key] = value
+            info["features"][key]["unit"] = unit
     (root / "meta/info.json").write_text(json.dumps(info))
 
 
@@ -126,14 +127,14 @@ def test_degrees_are_converted_on_read(written, tmp_path):
     state = np.asarray(table["observation.state"].to_pylist(), dtype=np.float32)
     table = table.set_column(0, "observation.state", pa.array((state * 57.0).tolist(), type=pa.list_(pa.float32(), 6)))
     pq.write_table(table, root / "data/chunk-000/file-000.parquet")
-    _edit_info(root, joint_units="deg")
+    _edit_info(root, unit="deg")
     ds = LeRobotDatasetReader(root)
     np.testing.assert_allclose(ds[0].state, np.radians(state[0] * 57.0), rtol=1e-6)
 
 
 def test_unknown_units_are_refused_unless_the_caller_says(written, tmp_path):
     root = _copy(written[0], tmp_path)
-    _edit_info(root, joint_units=None, joint_names=None)
+    _edit_info(root, unit=None)
     with pytest.raises(DatasetError, match="does not record joint units"):
         LeRobotDatasetReader(root)
     assert LeRobotDatasetReader(root, units="rad")[0].state.shape == (6,)

@@ -2,7 +2,7 @@
 
 On-disk layout (what LeRobot 0.6 writes and reads):
 
-    meta/info.json                              features, fps, paths, counts (+ our "joint_units"/"joint_names")
+    meta/info.json                              features (+ our "unit" on state/action), fps, paths, counts
     meta/stats.json                             per feature min/max/mean/std/count
     meta/tasks.parquet                          task text (pandas index "task") -> task_index
     meta/episodes/chunk-000/file-000.parquet    one row per episode: length, data and video ranges
@@ -10,9 +10,9 @@ On-disk layout (what LeRobot 0.6 writes and reads):
     videos/<image key>/chunk-000/file-000.mp4   one stream per camera, episodes back to back
 
 Units: our datasets store joints in radians, in `so100_driver.joints` order, and say so in info.json
-(`"joint_units": "rad"`). LeRobot's own SO-100 datasets hold degrees or its normalised ranges (-100..100, gripper
-0..100) and do not record which: the reader converts by what the metadata says (or what the caller asserts with
-`units=`) and refuses a dataset whose units it cannot know.
+(`"unit": "rad"` in the state and action features). LeRobot's own SO-100 datasets hold degrees or its normalised
+ranges (-100..100, gripper 0..100) and do not record which: the reader converts by what the metadata says (or what
+the caller asserts with `units=`) and refuses a dataset whose units it cannot know.
 """
 
 from __future__ import annotations
@@ -295,9 +295,11 @@ class LeRobotDatasetWriter:
 
     def _info(self, total_frames: int) -> dict:
         motor_names = [f"{name}.pos" for name in self.joint_names]
+        # "unit" is ours, inside the feature so it survives LeRobot's own rewrites of info.json (it drops unknown
+        # top-level keys, with a warning); joint order is the feature's "names".
         features: dict[str, dict] = {
-            ACTION: {"dtype": "float32", "shape": [len(motor_names)], "names": motor_names},
-            STATE: {"dtype": "float32", "shape": [len(motor_names)], "names": motor_names},
+            ACTION: {"dtype": "float32", "shape": [len(motor_names)], "names": motor_names, "unit": "rad"},
+            STATE: {"dtype": "float32", "shape": [len(motor_names)], "names": motor_names, "unit": "rad"},
         }
         for name, (height, width) in self.cameras.items():
             features[IMAGE_PREFIX + name] = {
@@ -332,9 +334,6 @@ class LeRobotDatasetWriter:
             "data_path": DATA_PATH,
             "video_path": VIDEO_PATH if self.cameras else None,
             "features": features,
-            # Not LeRobot's: what makes the numbers unambiguous for every reader (REP-103 radians).
-            "joint_names": list(self.joint_names),
-            "joint_units": "rad",
         }
 
     def __enter__(self) -> LeRobotDatasetWriter:
@@ -433,7 +432,10 @@ class LeRobotDatasetReader:
         self.chunk_size = chunk_size
         self.fps = int(self.info["fps"])
         features = self.info["features"]
-        self.units = self.info.get("joint_units") or units
+        recorded = {features.get(key, {}).get("unit") for key in (STATE, ACTION)} - {None}
+        if len(recorded) > 1:
+            raise DatasetError(f"{self.root}: state and action are in different units {sorted(recorded)}")
+        self.units = next(iter(recorded), None) or units
         if self.units is None:
             raise DatasetError(
                 f"{self.root}: info.json does not record joint units (LeRobot's SO-100 datasets hold degrees or "
@@ -462,7 +464,7 @@ class LeRobotDatasetReader:
         if isinstance(names, dict):  # older LeRobot writes {"motors": [...]}
             names = next(iter(names.values()))
         if not names:
-            names = self.info.get("joint_names") or list(JOINT_NAMES)
+            names = list(JOINT_NAMES)
         plain = [str(n).removesuffix(".pos") for n in names]
         missing = [j for j in JOINT_NAMES if j not in plain]
         if missing:
