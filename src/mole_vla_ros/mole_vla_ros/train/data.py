@@ -21,7 +21,8 @@ import torch
 @dataclass
 class FrameDataset:
     """All frames of a dataset. images: camera -> (N, 3, S, S) uint8; state, action: (N, J) float32 radians;
-    episode_index, task_index: (N,) int64; tasks: task texts by index; fps: frames per second."""
+    episode_index, task_index: (N,) int64; tasks: task texts by index; fps: frames per second;
+    source_hw: the recorded image size (H, W), which evaluation renders at."""
 
     images: dict[str, torch.Tensor]
     state: torch.Tensor
@@ -30,6 +31,7 @@ class FrameDataset:
     task_index: torch.Tensor
     tasks: list[str]
     fps: float
+    source_hw: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         n = self.state.shape[0]
@@ -124,6 +126,7 @@ def load_dataset(path: str | Path, image_size: int, cameras: Sequence[str] | Non
     if not reader.cameras:
         raise ValueError(f"{path}: the dataset has no camera videos; the policy needs at least one image")
     task_ids = sorted(reader.tasks)
+    source_hw = tuple(reader.frames(reader.cameras[0]).shape[1:3])
     remap = {old: new for new, old in enumerate(task_ids)}
     return FrameDataset(
         images={name: resize_frames(reader.frames(name), image_size) for name in reader.cameras},
@@ -133,6 +136,7 @@ def load_dataset(path: str | Path, image_size: int, cameras: Sequence[str] | Non
         task_index=torch.as_tensor([remap[int(t)] for t in reader.task_index], dtype=torch.long),
         tasks=[reader.tasks[t] for t in task_ids],
         fps=float(reader.fps),
+        source_hw=source_hw,  # type: ignore[arg-type]
     )
 
 

@@ -4,7 +4,9 @@ Stages (MoLe trains the router with distillation on top of a working VLA; `--sta
 - full:   every kept layer active (budget 1.0), flow-matching loss only: the teacher the router stage distils from.
 - router: the STAR router picks k = budget x L layers (straight-through top-k), loss = flow + kd_weight x CogKD
           + balance_weight x load balance; the full-depth network (live, or its EMA with --ema-decay) is the teacher.
-- both:   `full` for the first --full-fraction of the steps, then `router` (the default).
+- both:   `full` for the first --full-fraction of the steps, then `router` (the default); the model at the
+          change is kept in <out>/stage_full, so ablations (e.g. --no-cogkd) can start from the same point with
+          `--checkpoint <out>/stage_full --stage router`.
 One AdamW and one warm-up + cosine learning-rate curve span both stages, so a resume lands on the same schedule.
 
     mole-vla train --dataset data/sim_pick --out runs/tiny --preset tiny --steps 3000 --batch-size 32
@@ -60,6 +62,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "auto"
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # MoLeConfig fields over the preset
 
     def __post_init__(self) -> None:
         if (self.preset is None) == (self.checkpoint is None):
@@ -81,6 +84,8 @@ class TrainConfig:
             )
         if not (self.lr > 0 and math.isfinite(self.lr)) or min(self.kd_weight, self.balance_weight) < 0:
             raise ValueError("--lr must be > 0 and loss weights >= 0")
+        if self.overrides and self.preset is None:
+            raise ValueError("--set changes a preset; a --checkpoint keeps its own config")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
 
@@ -108,7 +113,7 @@ def stage_config(base: MoLeConfig, cfg: TrainConfig, stage: str) -> tuple[MoLeCo
 def build_policy(cfg: TrainConfig) -> MoLePolicy:
     if cfg.checkpoint is not None:
         return MoLePolicy.from_pretrained(cfg.checkpoint).train()
-    return MoLePolicy(MoLeConfig.preset(cfg.preset))
+    return MoLePolicy(MoLeConfig.preset(cfg.preset, **cfg.overrides))
 
 
 # Settings a resumed run must share with the run it continues (others, e.g. --steps or --save-every, may change).
@@ -193,6 +198,7 @@ class Trainer:
                 "path": str(self.cfg.dataset),
                 "cameras": d.cameras,
                 "fps": d.fps,
+                "image_hw": d.source_hw,
                 "tasks": d.tasks,
                 "episodes": d.num_episodes,
                 "frames": len(d),
@@ -253,6 +259,9 @@ class Trainer:
         while self.step < end:
             parts = self.train_step()
             window_steps += 1
+            if self.rt.is_main and parts["stage"] == "full" and cfg.stage_at(self.step) == "router":
+                # The full-depth model at the stage change: the teacher, and the start of router-only ablations.
+                ckpt.write_policy_folder(self.out / "stage_full", self.policy, self.meta())
             if self.step % cfg.log_every == 0 or self.step == end:
                 elapsed = time.perf_counter() - window_start
                 row = {
@@ -275,6 +284,20 @@ class Trainer:
             if self.rt.is_main:
                 ckpt.write_policy_folder(self.out / "final", self.policy, self.meta())
         return {"step": self.step, "history": self.history}
+
+
+def _parse_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
+    fields = {f.name for f in dataclasses.fields(MoLeConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in fields:
+            parser.error(f"--set {item!r}: expected FIELD=VALUE with FIELD one of MoLeConfig's fields")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw  # a bare string, e.g. --set skip_mode=project
+    return out
 
 
 def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
@@ -312,9 +335,27 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a MoLeConfig field of the preset, e.g. --set chunk_size=16 (repeatable)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0 = torch's default; 1 is faster on a CPU shared with other jobs)",
+    )
     args = vars(p.parse_args(argv))
     resume = args.pop("resume")
+    threads = args.pop("threads")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    args["overrides"] = _parse_overrides(p, args["overrides"])
     if args["preset"] is None and args["checkpoint"] is None:
         args["preset"] = "tiny"
     try:

@@ -1,0 +1,173 @@
+"""Closed-loop episodes in the MuJoCo sim through the code the ROS nodes run, without DDS.
+
+Per control tick (sim time): when the ChunkQueue asks for a chunk, the policy predicts one from the current
+observation (`predict_action_chunk`, the policy node's call), the chunk is clamped to the joint limits and pushed
+with the observation's stamp and offsets (i+1)/fps (the ActionChunk convention), and the tick's target is popped
+from the queue, exactly as the chunk executor node does. Inference takes no sim time here (the sim waits for the
+model), so the measured wall-clock latency is reported beside success rather than folded into it.
+
+Layer modes (what runs in the VLM, always k = budget x L layers except `full`):
+- mole:   the trained STAR router picks k layers per chunk;
+- full:   every kept layer (budget 1.0);
+- static: the first k layers, for every input (SmolVLA's choice of truncation, applied at the same k);
+- random: k layers drawn uniformly per chunk (seeded).
+`static` and `random` swap the router for a fixed scorer, so the rest of the path (top-k, real skipping, the
+expert's handling of skipped layers) is the policy's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from mole_vla_ros.execution.chunk_queue import ChunkQueue, QueueConfig
+from mole_vla_ros.policy import MoLePolicy
+from mole_vla_ros.policy.flops import chunk_flops
+
+MODES = ("mole", "full", "static", "random")
+
+
+class FixedScorer(nn.Module):
+    """Stands in for the STAR router: layer scores whose top-k is the first k layers (static) or a fresh random
+    set per call (random), as probabilities so the policy's top-k and bookkeeping run unchanged."""
+
+    def __init__(self, num_layers: int, mode: str, seed: int = 0) -> None:
+        super().__init__()
+        if mode not in ("static", "random"):
+            raise ValueError(f"FixedScorer mode must be static or random, got {mode!r}")
+        self.num_layers, self.mode = num_layers, mode
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(
+        self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, state: torch.Tensor
+    ) -> torch.Tensor:
+        b = visual.shape[0]
+        if self.mode == "static":
+            ranks = torch.arange(self.num_layers, 0, -1, dtype=torch.float32).expand(b, -1)  # layer 0 scores highest
+        else:
+            ranks = torch.rand(b, self.num_layers, generator=self.generator)
+        return ranks.softmax(-1).to(visual.device)
+
+
+@contextlib.contextmanager
+def layer_mode(policy: MoLePolicy, mode: str, budget: float, seed: int = 0) -> Iterator[float]:
+    """Within the block the policy selects layers as `mode` says; yields the budget to pass to the policy."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
+    if mode in ("mole", "full"):
+        yield 1.0 if mode == "full" else budget
+        return
+    router = policy.router
+    policy.router = FixedScorer(policy.num_layers, mode, seed)
+    try:
+        yield budget
+    finally:
+        policy.router = router
+
+
+def observation_batch(obs: dict, cameras: Sequence[str], instruction: str, device: torch.device) -> dict:
+    """A sim observation (HxWx3 uint8 images, (6,) state) as the policy's batch of one."""
+    missing = [c for c in cameras if c not in obs["images"]]
+    if missing:
+        raise ValueError(f"the observation lacks cameras {missing}; it has {sorted(obs['images'])}")
+    images = [torch.from_numpy(obs["images"][c]).permute(2, 0, 1)[None].float().div(255.0).to(device) for c in cameras]
+    state = torch.as_tensor(np.asarray(obs["state"]), dtype=torch.float32)[None].to(device)
+    return {"images": images, "instruction": [instruction], "state": state}
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    instruction: str
+    success: bool
+    task_time: float | None  # sim seconds to success (None on failure)
+    chunks: int
+    active_layers: list[int] = field(default_factory=list)  # per chunk
+    latency_s: list[float] = field(default_factory=list)  # per chunk, wall clock
+    flops_fraction: float = 1.0
+
+
+def run_episode(
+    policy: MoLePolicy,
+    env: object,
+    seed: int,
+    cameras: Sequence[str],
+    budget: float,
+    task: object = None,
+    queue_config: QueueConfig | None = None,
+) -> EpisodeResult:
+    """One seeded episode until success or the env's time limit. `env` is a so100_driver SimEnv."""
+    device = next(policy.parameters()).device
+    obs = env.reset(seed, task)  # type: ignore[attr-defined]
+    instruction = env.instruction  # type: ignore[attr-defined]
+    policy.reset()
+    queue = ChunkQueue(queue_config or QueueConfig(arm=getattr(env.config, "arm", "so100")))  # type: ignore[attr-defined]
+    queue.seed_hold(np.asarray(obs["state"]))
+    dt = env.dt  # type: ignore[attr-defined]
+    offsets = (np.arange(policy.config.chunk_size) + 1) * dt
+    result = EpisodeResult(seed, instruction, False, None, 0)
+    while not env.done:  # type: ignore[attr-defined]
+        now = env.time  # type: ignore[attr-defined]
+        if queue.needs_chunk(now):
+            pred = policy.predict_action_chunk(observation_batch(obs, cameras, instruction, device), budget=budget)
+            positions = np.clip(pred.actions[0].double().cpu().numpy(), env.lower, env.upper)  # type: ignore[attr-defined]
+            pushed = queue.push(now, offsets, positions, now=now)
+            if not pushed.accepted:
+                raise RuntimeError(f"the chunk queue refused a clamped chunk: {pushed.reason}")
+            result.chunks += 1
+            result.active_layers.append(int(pred.active_mask[0].sum()))
+            result.latency_s.append(pred.timings["total"])
+            result.flops_fraction = pred.flops_fraction
+        # The tick's target is the action due at the end of this control period (offset (i+1)/fps).
+        tick = queue.pop(now + 0.5 * dt)
+        obs = env.step(tick.positions)  # type: ignore[attr-defined]
+        if env.success():  # type: ignore[attr-defined]
+            result.success, result.task_time = True, env.time  # type: ignore[attr-defined]
+            break
+    return result
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default); (0, 1) with no trials."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarise(
+    label: str, mode: str, budget: float, policy: MoLePolicy, episodes: list[EpisodeResult], num_cameras: int
+) -> dict:
+    """One table row: success with its Wilson 95% interval, task time, active layers, latency, analytic FLOPs."""
+    n, wins = len(episodes), sum(e.success for e in episodes)
+    low, high = wilson_interval(wins, n)
+    times = [e.task_time for e in episodes if e.task_time is not None]
+    active = [a for e in episodes for a in e.active_layers]
+    latency = np.array([t for e in episodes for t in e.latency_s]) * 1e3
+    effective = 1.0 if mode == "full" else budget
+    flops = chunk_flops(policy.config, effective, num_cameras=num_cameras)["total"]
+    return {
+        "label": label,
+        "mode": mode,
+        "budget": effective,
+        "episodes": n,
+        "successes": wins,
+        "success_rate": wins / n if n else 0.0,
+        "ci_low": low,
+        "ci_high": high,
+        "mean_task_time_s": float(np.mean(times)) if times else None,
+        "mean_active_layers": float(np.mean(active)) if active else None,
+        "num_layers": policy.num_layers,
+        "latency_ms_mean": float(latency.mean()) if latency.size else None,
+        "latency_ms_p95": float(np.percentile(latency, 95)) if latency.size else None,
+        "gflops_per_chunk": flops / 1e9,
+    }
