@@ -153,3 +153,23 @@ def test_runtime_parameters_are_validated():
             assert node.params.hold_timeout == 5.0
         finally:
             node.destroy_node()
+
+
+def test_stream_stops_after_hold_timeout_when_no_chunk_comes():
+    args = ["--ros-args", "-p", "hold_timeout:=0.3"]
+    with NodeProcess(MODULE, args) as proc, rclpy.init():
+        probe = Probe("hold_probe")
+        probe.spin_until(lambda: probe.chunk_pub.get_subscription_count() > 0, 20.0, f"executor\n{proc.tail()}")
+        probe.spin_until(lambda: probe.requests, 10.0, "first chunk request")
+        probe.send_chunk(_chunk_positions(6), probe.now())  # 0.2 s of actions: the policy then goes silent
+        probe.spin_until(lambda: probe.commands, 5.0, "commands")
+        probe.spin_for(1.2)
+        last = probe.commands[-1][0]
+        # Streaming ran through the chunk (0.2 s) plus the hold timeout (0.3 s), then stopped.
+        stream = last - probe.commands[0][0]
+        assert 0.4 < stream < 0.8, stream
+        assert time.monotonic() - last > 0.4
+        assert probe.commands[-1][1].position[0] == pytest.approx(0.05)
+        # Requests keep coming (once per request_timeout) so a policy that comes back is heard.
+        assert len(probe.requests) >= 2
+        probe.node.destroy_node()
