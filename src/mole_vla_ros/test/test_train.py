@@ -156,3 +156,28 @@ def test_action_chunks_stop_at_the_episode_end(data):
     batch = data.batch([last - 1], chunk_size=4)
     assert batch["action_is_pad"].tolist() == [[False, False, True, True]]
     assert torch.equal(batch["action"][0, 2], data.action[last])  # padded with the held last action
+
+
+def test_cli_trains_from_a_lerobot_dataset_on_disk(tmp_path):
+    from mole_vla_ros.data.lerobot_dataset import LeRobotDatasetWriter
+
+    rng = np.random.default_rng(0)
+    with LeRobotDatasetWriter(tmp_path / "ds", fps=30, cameras={"scene": (32, 32)}, vcodec="libx264") as writer:
+        for episode in range(2):
+            for _ in range(12):
+                q = rng.uniform(-0.5, 0.5, 6)
+                writer.add_frame(q, q + 0.01, {"scene": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)},
+                                 f"pick up the {('red', 'blue')[episode]} cube")
+            writer.save_episode()
+    out = tmp_path / "run"
+    argv = ["--dataset", str(tmp_path / "ds"), "--out", str(out), "--steps", "4", "--batch-size", "4", "--device",
+            "cpu", "--save-every", "2", "--set", "chunk_size=6", "--threads", "1"]
+    assert train_cli.main(argv) == 0
+    policy = MoLePolicy.from_pretrained(out / "final")
+    assert policy.config.chunk_size == 6
+    meta = json.loads((out / "final" / "dataset.json").read_text())
+    assert meta["image_hw"] == [32, 32] and sorted(meta["tasks"]) == ["pick up the blue cube", "pick up the red cube"]
+    with pytest.raises(SystemExit, match="--resume"):  # a second run must not silently overwrite the first
+        train_cli.main(argv)
+    assert train_cli.main([*argv[:5], "8", *argv[6:], "--resume"]) == 0
+    assert json.loads((out / "final" / "train_config.json").read_text())["completed_steps"] == 8
