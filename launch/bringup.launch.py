@@ -47,7 +47,7 @@ def _nodes(context, *_args, **_kwargs):
         Node(
             package=spec.package,
             executable=spec.executable,
-            name=spec.name,
+            name=spec.name if spec.rename else None,
             namespace=args.namespace,
             parameters=[parameters_for(spec)],
             remappings=list(spec.remappings),

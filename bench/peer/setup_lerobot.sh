@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=.venv-lerobot
-PY312=${PY312:-$(command -v python3.12 || ls -d /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -1)}
+PY312=${PY312:-$(ls -d /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -1)}
+if [ -z "$PY312" ] && python3.12 --version >/dev/null 2>&1; then PY312=$(command -v python3.12); fi
 if [ -z "$PY312" ]; then
   echo "bench/peer: no Python 3.12 found (set PY312=/path/to/python3.12); LeRobot 0.6.1 needs it" >&2
   exit 2

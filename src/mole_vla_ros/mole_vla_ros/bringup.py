@@ -58,7 +58,12 @@ class BringupArgs:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One node to start: where its executable and class live, its parameter files and overrides."""
+    """One process to start: where its executable and node class live, its parameter files and overrides.
+
+    `yaml_keys` are the node names whose `<name>: ros__parameters:` blocks apply (a process that hosts several
+    nodes, like the sim's arm + sim nodes, takes several); `rename` is False for such a process, since one
+    `__node:=` remap would give all its nodes the same name.
+    """
 
     package: str
     executable: str
@@ -67,6 +72,8 @@ class NodeSpec:
     param_files: tuple[str, ...] = ()
     overrides: dict[str, Any] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
+    yaml_keys: tuple[str, ...] = ()
+    rename: bool = True
 
 
 def config_dir() -> Path:
@@ -102,6 +109,8 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
                 "so100_driver.sim.sim_node:create_nodes",
                 files("sim.yaml", "arm.yaml"),
                 {"arm_model": args.arm_model},
+                yaml_keys=("sim", "arm_node"),
+                rename=False,
             )
         )
     else:
@@ -120,7 +129,7 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
             NodeSpec(
                 PACKAGE,
                 "camera_node",
-                "camera_node",
+                "camera",
                 "mole_vla_ros.nodes.camera_node:CameraNode",
                 files("camera.yaml"),
                 {"device": args.camera},
@@ -151,7 +160,7 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
         NodeSpec(
             PACKAGE,
             "monitor_node",
-            "monitor_node",
+            "monitor",
             "mole_vla_ros.nodes.monitor_node:MonitorNode",
             files("monitor.yaml"),
             {"arm_model": args.arm_model},
@@ -165,7 +174,7 @@ def parameters_for(spec: NodeSpec) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for path in spec.param_files:
         data = yaml.safe_load(Path(path).read_text()) or {}
-        for key in ("/**", spec.name, f"/{spec.name}"):
+        for key in ("/**", *(spec.yaml_keys or (spec.name,))):
             merged.update((data.get(key) or {}).get("ros__parameters", {}))
     merged.update(spec.overrides)
     return merged
@@ -258,3 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.setdefault("MUJOCO_GL", "egl")
     return run_in_process(args, ns.instruction)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

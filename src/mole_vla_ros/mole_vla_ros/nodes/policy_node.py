@@ -131,7 +131,9 @@ class PolicyNode(Node):
                 Image, topic, lambda msg, t=topic: self._on_image(t, msg), qos.SENSOR_DATA, callback_group=inputs
             )
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.RELIABLE, callback_group=inputs)
-        self.create_subscription(String, "/mole/instruction", self._on_instruction, qos.LATEST_VALUE)
+        # Volatile on purpose: matches both volatile and transient-local publishers (`ros2 topic pub` is the
+        # latter), and a restarted policy node never replays an old instruction into a moving arm.
+        self.create_subscription(String, "/mole/instruction", self._on_instruction, qos.RELIABLE)
         self.create_subscription(Header, "mole/chunk_request", self._on_chunk_request, qos.RELIABLE)
         self.create_subscription(Bool, "/mole/task_success", self._on_task_success, qos.RELIABLE)
         self.create_service(SetLayerBudget, "mole/set_layer_budget", self._on_set_budget)
