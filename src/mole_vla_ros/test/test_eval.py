@@ -125,3 +125,19 @@ def test_observation_batch_names_a_missing_camera():
     assert batch["images"][0].shape == (1, 3, 8, 8) and batch["state"].shape == (1, 6)
     with pytest.raises(ValueError, match="wrist"):
         observation_batch(obs, ["scene", "wrist"], "x", torch.device("cpu"))
+
+
+SHIPPED = evaluate.DEFAULT_CHECKPOINT
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHIPPED / "eval.json").is_file(), reason="no shipped default checkpoint with an eval card")
+def test_shipped_checkpoint_reaches_the_success_rate_on_its_card():
+    """A fresh run on the card's first seeds must be statistically consistent with the card's MoLe 0.5 row:
+    the card's rate lies inside this run's Wilson 95% interval."""
+    card = json.loads((SHIPPED / "eval.json").read_text())
+    row = next(r for r in card["rows"] if r["mode"] == "mole" and r["budget"] == 0.5)
+    episodes = 12
+    rows, _ = evaluate.evaluate(SHIPPED, episodes, card["seed"], ["pick"], ["mole"], [0.5], progress=False)
+    low, high = wilson_interval(rows[0]["successes"], episodes)
+    assert low <= row["success_rate"] <= high, (rows[0]["successes"], episodes, row["success_rate"])

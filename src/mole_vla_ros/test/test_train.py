@@ -166,12 +166,32 @@ def test_cli_trains_from_a_lerobot_dataset_on_disk(tmp_path):
         for episode in range(2):
             for _ in range(12):
                 q = rng.uniform(-0.5, 0.5, 6)
-                writer.add_frame(q, q + 0.01, {"scene": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)},
-                                 f"pick up the {('red', 'blue')[episode]} cube")
+                writer.add_frame(
+                    q,
+                    q + 0.01,
+                    {"scene": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)},
+                    f"pick up the {('red', 'blue')[episode]} cube",
+                )
             writer.save_episode()
     out = tmp_path / "run"
-    argv = ["--dataset", str(tmp_path / "ds"), "--out", str(out), "--steps", "4", "--batch-size", "4", "--device",
-            "cpu", "--save-every", "2", "--set", "chunk_size=6", "--threads", "1"]
+    argv = [
+        "--dataset",
+        str(tmp_path / "ds"),
+        "--out",
+        str(out),
+        "--steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--save-every",
+        "2",
+        "--set",
+        "chunk_size=6",
+        "--threads",
+        "1",
+    ]
     assert train_cli.main(argv) == 0
     policy = MoLePolicy.from_pretrained(out / "final")
     assert policy.config.chunk_size == 6

@@ -92,7 +92,8 @@ It is *not* a pretrained SmolVLM2: every weight was trained from scratch on the 
 - Training: {train["completed_steps"]} steps, batch {train["batch_size"]}, AdamW lr {train["lr"]} (warm-up
   {train["warmup"]}, cosine), stages: full model for {train["full_fraction"]:.0%} of the steps, then router + CogKD
   (kd weight {train["kd_weight"]}, balance {train["balance_weight"]}); seed {train["seed"]}.
-- Time on this machine (2 CPU cores shared with other jobs): {_timings(timings)}.
+- Training time: {train.get("train_wall_s", 0) / 60:.1f} min of optimizer steps on this machine (2 CPU cores
+  shared with other jobs, 1 torch thread); this rebuild: {_timings(timings)}.
 - Normalisation statistics: `stats.json` (also inside `model.safetensors`).
 
 Reproduce (records, trains, evaluates, rewrites this folder):
@@ -170,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copytree(work / "run" / "final", ship)
     evaluate.write_table(rows, work / "eval")
     command = "python -m mole_vla_ros.train.default_checkpoint " + " ".join(argv or sys.argv[1:])
+    (ship / "eval.json").write_text(
+        json.dumps({"seed": EVAL_SEED, "episodes": args.eval_episodes, "rows": rows}, indent=2) + "\n"
+    )
     write_card(ship, rows, command.strip(), timings)
     print(evaluate.markdown_table(rows))
     return 0

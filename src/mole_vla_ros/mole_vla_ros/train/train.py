@@ -162,6 +162,7 @@ class Trainer:
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step = 0
+        self.wall_s = 0.0  # training time over all resumed segments, for the checkpoint card
         self.history: list[dict[str, Any]] = []
         if resume_from is not None:
             self._restore(resume_from)
@@ -185,6 +186,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.history = list(state["history"])
+        self.wall_s = float(state.get("wall_s", 0.0))
         if state.get("teacher") is not None:
             self.policy.update_teacher()  # creates the EMA copy, then overwrite it with the saved one
             self.policy._teacher.load_state_dict(state["teacher"])
@@ -203,7 +205,8 @@ class Trainer:
                 "episodes": d.num_episodes,
                 "frames": len(d),
             },
-            "train_config": dataclasses.asdict(self.cfg) | {"completed_steps": self.step},
+            "train_config": dataclasses.asdict(self.cfg)
+            | {"completed_steps": self.step, "train_wall_s": round(self.wall_s, 1)},
         }
 
     def save(self) -> Path | None:
@@ -215,6 +218,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(),
             "history": self.history,
+            "wall_s": self.wall_s,
             "teacher": None if teacher is None else teacher.state_dict(),
         }
         folder = ckpt.save_checkpoint(self.out, self.step, self.policy, state, self.meta())
@@ -257,7 +261,9 @@ class Trainer:
         )
         window_start, window_steps = time.perf_counter(), 0
         while self.step < end:
+            step_start = time.perf_counter()
             parts = self.train_step()
+            self.wall_s += time.perf_counter() - step_start
             window_steps += 1
             if self.rt.is_main and parts["stage"] == "full" and cfg.stage_at(self.step) == "router":
                 # The full-depth model at the stage change: the teacher, and the start of router-only ablations.
