@@ -389,6 +389,16 @@ def generate_mjcf(arm: str = "so100") -> str:
     return "\n".join(out)
 
 
+def urdf_path(arm: str = "so100") -> Path:
+    """The generated URDF file: the source tree in develop mode, else the package's share directory."""
+    local = URDF_DIR / f"{arm}.urdf"
+    if local.is_file():
+        return local
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("so100_driver")) / "urdf" / f"{arm}.urdf"
+
+
 def generated_files() -> dict[Path, str]:
     """Every file the generator owns -> its expected content."""
     files: dict[Path, str] = {}

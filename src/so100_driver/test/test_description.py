@@ -108,3 +108,10 @@ def test_forward_kinematics_rejects_bad_input(bad):
 def test_unknown_arm_is_a_clear_error():
     with pytest.raises((ValueError, KeyError)):
         generate_urdf("so999")
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_urdf_path_finds_the_generated_file(arm):
+    from so100_driver.description import urdf_path
+
+    assert urdf_path(arm).read_text() == generate_urdf(arm)

@@ -105,3 +105,8 @@ def test_expert_stacks(expert_env, seed):
     assert run_episode(env, expert, seed, task="put the blue cube on the red one")
     cubes = env.cube_positions()
     assert cubes["blue"][2] > cubes["red"][2] + 0.02
+
+
+def test_expert_works_on_the_so101_too():
+    with SimEnv(SimConfig(arm="so101", cameras=())) as env:
+        assert run_episode(env, ScriptedExpert(env), 4, task="put the blue cube on the red one")

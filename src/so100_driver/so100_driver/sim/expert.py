@@ -20,6 +20,7 @@ from so100_driver.sim.scene import CUBE_HALF
 GRIPPER_OPEN = 1.1  # rad: jaw well clear of a 3 cm cube
 CARROT_SPEED = 0.25  # m/s: how fast the Cartesian waypoint moves toward a phase's goal
 REACHED = 0.006  # m: a waypoint counts as reached within this distance
+SETTLE_TIME = 0.6  # s after the carrot arrives when a phase ends even if REACHED was not met
 
 
 @dataclass
@@ -64,6 +65,7 @@ class ScriptedExpert:
         self.phases = phases
         self.index = 0
         self._entered = None
+        self._settled: float | None = None
         self._carrot: np.ndarray | None = None
         self._goals: dict[str, np.ndarray] = {}
         self._yaw: float | None = None
@@ -104,10 +106,18 @@ class ScriptedExpert:
         dist = float(np.linalg.norm(delta))
         self._carrot = goal.copy() if dist <= step else self._carrot + delta * (step / dist)
         self._q = self.solve_ik(self._carrot, self._jaw_yaw(), self._q)
-        reached = np.linalg.norm(goal - site) < REACHED or (phase.min_time > 0 and np.allclose(self._carrot, goal))
+        carrot_there = bool(np.allclose(self._carrot, goal))
+        if carrot_there and self._settled is None:
+            self._settled = env.time
+        reached = np.linalg.norm(goal - site) < REACHED or (phase.min_time > 0 and carrot_there)
+        # The servos sag under gravity and load (finite gain, capped torque): a small residual error that
+        # persists once the carrot has arrived is accepted. (An integral correction was tried: it pushed the jaws
+        # into the table and cubes and lowered success from 99% to 79%.)
+        reached |= self._settled is not None and env.time - self._settled > SETTLE_TIME
         if reached and env.time - self._entered >= phase.min_time and self.index < len(self.phases) - 1:
             self.index += 1
             self._entered = None
+            self._settled = None
         target = self._q.copy()
         target[5] = phase.gripper
         return target
