@@ -156,6 +156,7 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
             "chunk_executor",
             "mole_vla_ros.nodes.chunk_executor_node:ChunkExecutorNode",
             files("executor.yaml"),
+            {"arm_model": args.arm_model},
         ),
         NodeSpec(
             PACKAGE,

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig
+from so100_driver.joints import joints_for
 
 FPS = 10.0
 
@@ -171,8 +172,22 @@ def test_so101_limits_apply_when_selected():
     roll = math.radians(162)  # inside the SO-101's wrist_roll range, outside the SO-100's
     chunk = _chunk(2)
     chunk[:, 4] = roll
-    assert not ChunkQueue(QueueConfig(arm="so100")).push(1.0, _offsets(2), chunk, now=1.0).accepted
-    assert ChunkQueue(QueueConfig(arm="so101")).push(1.0, _offsets(2), chunk, now=1.0).accepted
+    assert not ChunkQueue(QueueConfig(arm="so100", limit_tolerance=0.0)).push(1.0, _offsets(2), chunk, now=1.0).accepted
+    assert ChunkQueue(QueueConfig(arm="so101", limit_tolerance=0.0)).push(1.0, _offsets(2), chunk, now=1.0).accepted
+
+
+def test_small_overshoot_is_clamped_onto_the_limit_and_a_wild_one_rejects_the_chunk():
+    upper = joints_for("so100")[1].upper  # shoulder_lift
+    q = ChunkQueue(QueueConfig(limit_tolerance=0.1))
+    near = _chunk(3)
+    near[:, 1] = upper + 0.05
+    assert q.push(1.0, _offsets(3), near, now=1.0).accepted
+    tick = q.pop(now=1.0 + _offsets(3)[0])
+    assert tick.positions[1] == upper  # clamped exactly onto the limit, never beyond
+    wild = _chunk(3)
+    wild[1, 1] = upper + 0.3
+    result = q.push(2.0, _offsets(3), wild, now=2.0)
+    assert not result.accepted and "shoulder_lift" in result.reason and "step 1" in result.reason
 
 
 @settings(max_examples=60, deadline=None)

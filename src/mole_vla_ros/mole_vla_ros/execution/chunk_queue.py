@@ -48,6 +48,9 @@ class QueueConfig:
     blend_weight: weight of the NEW chunk in weighted mode, in [0, 1] (lerobot: 0.7).
     request_timeout: seconds after which an unanswered chunk request may be repeated.
     arm: joint table used to validate limits ("so100" or "so101").
+    limit_tolerance: rad. Actions at most this far outside a joint's limits are clamped onto the limit (a
+        policy trained on demonstrations that touch a limit overshoots it slightly); farther than this the whole
+        chunk is rejected, since the model is then not producing anything the arm can do.
     """
 
     mode: ExecutionMode = ExecutionMode.ASYNC
@@ -56,6 +59,7 @@ class QueueConfig:
     blend_weight: float = 0.7
     request_timeout: float = 1.0
     arm: str = "so100"
+    limit_tolerance: float = 0.1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", ExecutionMode(self.mode))
@@ -66,6 +70,8 @@ class QueueConfig:
             raise ValueError(f"blend_weight must be in [0, 1], got {self.blend_weight}")
         if not (math.isfinite(self.request_timeout) and self.request_timeout > 0):
             raise ValueError(f"request_timeout must be positive, got {self.request_timeout}")
+        if not (math.isfinite(self.limit_tolerance) and self.limit_tolerance >= 0):
+            raise ValueError(f"limit_tolerance must be >= 0, got {self.limit_tolerance}")
         joints_for(self.arm)  # raises on an unknown arm
 
     @property
@@ -96,8 +102,11 @@ class ChunkRejectedError(ValueError):
     pass
 
 
-def validate_chunk(positions: np.ndarray, offsets: np.ndarray, joints: Sequence[JointSpec]) -> None:
-    """Raise ChunkRejectedError naming the first problem: shape, non-finite values, limits, or time order."""
+def validate_chunk(
+    positions: np.ndarray, offsets: np.ndarray, joints: Sequence[JointSpec], limit_tolerance: float = 0.0
+) -> np.ndarray:
+    """The chunk's positions clamped onto the joint limits, or ChunkRejectedError naming the first problem:
+    shape, non-finite values, an action more than `limit_tolerance` rad outside its limits, or time order."""
     if positions.ndim != 2 or positions.shape[1] != len(joints) or positions.shape[0] == 0:
         raise ChunkRejectedError(f"chunk must be (H>0, {len(joints)}) positions, got {positions.shape}")
     if offsets.shape != (positions.shape[0],):
@@ -109,7 +118,7 @@ def validate_chunk(positions: np.ndarray, offsets: np.ndarray, joints: Sequence[
         raise ChunkRejectedError(f"action times must be finite, non-negative and increasing, got {offsets.tolist()}")
     lower = np.array([j.lower for j in joints])
     upper = np.array([j.upper for j in joints])
-    outside = (positions < lower) | (positions > upper)
+    outside = (positions < lower - limit_tolerance) | (positions > upper + limit_tolerance)
     if np.any(outside):
         step, joint = np.argwhere(outside)[0]
         spec = joints[joint]
@@ -117,6 +126,7 @@ def validate_chunk(positions: np.ndarray, offsets: np.ndarray, joints: Sequence[
             f"action at step {step} puts {spec.name} at {positions[step, joint]:.3f} rad, "
             f"outside its limits [{spec.lower:.3f}, {spec.upper:.3f}]"
         )
+    return np.clip(positions, lower, upper)
 
 
 class ChunkQueue:
@@ -175,7 +185,7 @@ class ChunkQueue:
         positions = np.asarray(positions, dtype=np.float64)
         offsets = np.asarray(offsets, dtype=np.float64)
         try:
-            validate_chunk(positions, offsets, self._joints)
+            positions = validate_chunk(positions, offsets, self._joints, self.config.limit_tolerance)
             if not math.isfinite(stamp):
                 raise ChunkRejectedError(f"chunk stamp must be finite, got {stamp}")
         except ChunkRejectedError as err:

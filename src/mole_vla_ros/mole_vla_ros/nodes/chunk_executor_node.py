@@ -37,7 +37,7 @@ from so100_driver.joints import JOINT_NAMES
 
 OUTPUT_MODES = ("command", "trajectory")
 # Parameters the queue reads; they may change at runtime (validated by building a new QueueConfig).
-QUEUE_PARAMS = ("mode", "threshold", "blend_mode", "blend_weight", "request_timeout")
+QUEUE_PARAMS = ("mode", "threshold", "blend_mode", "blend_weight", "request_timeout", "limit_tolerance")
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,19 @@ class ChunkExecutorNode(Node):
                 ("mode", "async", _params.choice("Execution mode.", tuple(m.value for m in ExecutionMode))),
                 ("output_mode", "command", _params.choice("Arm interface.", OUTPUT_MODES, read_only=True)),
                 ("hold_timeout", 2.0, _params.floating("Holding longer than this stops the stream, s.", 0.1, 3600.0)),
+                (
+                    "limit_tolerance",
+                    0.1,
+                    _params.floating("Clamp actions this far outside limits, reject beyond, rad.", 0.0, 1.0),
+                ),
                 ("request_timeout", 1.0, _params.floating("Repeat an unanswered chunk request after, s.", 0.05, 60.0)),
                 ("joint_names", list(JOINT_NAMES), _params.text("Output joint names, in the joint table's order.")),
                 ("trajectory_points", 10, _params.integer("Points per trajectory message.", 1, 200, read_only=True)),
-                ("arm", "so100", _params.choice("Joint table whose limits apply.", ("so100", "so101"), read_only=True)),
+                (
+                    "arm_model",
+                    "so100",
+                    _params.choice("Joint table whose limits apply.", ("so100", "so101"), read_only=True),
+                ),
             ],
         )
         self.params = self._read_params()
@@ -113,7 +122,7 @@ class ChunkExecutorNode(Node):
             hold_timeout=self.get_parameter("hold_timeout").value,
             joint_names=names,
             trajectory_points=self.get_parameter("trajectory_points").value,
-            arm=self.get_parameter("arm").value,
+            arm=self.get_parameter("arm_model").value,
         )
 
     def _checked_choice(self, name: str, choices: tuple[str, ...]) -> str:
@@ -124,7 +133,7 @@ class ChunkExecutorNode(Node):
 
     def _queue_config(self, overrides: dict[str, object]) -> QueueConfig:
         values = {name: overrides.get(name, self.get_parameter(name).value) for name in QUEUE_PARAMS}
-        return QueueConfig(arm=self.get_parameter("arm").value, **values)
+        return QueueConfig(arm=self.get_parameter("arm_model").value, **values)
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         overrides = {p.name: p.value for p in parameters if p.name in QUEUE_PARAMS}

@@ -46,14 +46,14 @@ class MonitorNode(Node):
         self.declare_parameters(
             "",
             [
-                ("arm", "so100", _params.choice("Arm model for kinematics.", ("so100", "so101"), read_only=True)),
+                ("arm_model", "so100", _params.choice("Arm model for kinematics.", ("so100", "so101"), read_only=True)),
                 ("frame_id", "base_link", _params.text("Frame of the markers.", read_only=True)),
                 ("bar_scale", 0.2, _params.floating("Bar height for a router score of 1, m.", 0.001, 10.0)),
                 ("bar_spacing", 0.02, _params.floating("Distance between layer bars, m.", 0.001, 1.0)),
                 ("rate_window", 10.0, _params.floating("Window of the chunk-rate estimate, s.", 0.5, 600.0)),
             ],
         )
-        self.arm = self.get_parameter("arm").value
+        self.arm = self.get_parameter("arm_model").value
         self.frame_id = self.get_parameter("frame_id").value
         self._chunk_times: deque[float] = deque(maxlen=1000)
         self._latencies: deque[float] = deque(maxlen=100)

@@ -87,7 +87,18 @@ def load_policy(checkpoint: str, device: str, chunk_size: int, num_steps: int, l
             "set the 'checkpoint' parameter to a trained folder or hub id before driving a real arm."
         )
         policy = MoLePolicy(MoLeConfig.preset("tiny", **overrides))
+        policy.set_normalization(joint_range_stats())
     return policy.to(device).eval()
+
+
+def joint_range_stats() -> dict[str, dict[str, list[float]]]:
+    """Normalisation for an untrained policy: centred in each joint's range, +/-3 std spanning it, so its random
+    actions land mostly inside the limits instead of around 0 +/- 1 rad."""
+    from so100_driver.joints import SO100_JOINTS
+
+    mean = [(j.lower + j.upper) / 2 for j in SO100_JOINTS]
+    std = [(j.upper - j.lower) / 6 for j in SO100_JOINTS]
+    return {key: {"mean": mean, "std": std} for key in ("observation.state", "action")}
 
 
 class PolicyNode(Node):
