@@ -45,7 +45,7 @@ def rig():
         "traj_pub": probe.create_publisher(
             JointTrajectory, "joint_trajectory_controller/joint_trajectory", COMMAND_QOS
         ),
-        "instruction_pub": probe.create_publisher(String, "/mole/instruction", INSTRUCTION_QOS),
+        "instruction_pub": probe.create_publisher(String, "mole/active_instruction", INSTRUCTION_QOS),
         "reset": probe.create_client(Trigger, "sim/reset"),
     }
     try:

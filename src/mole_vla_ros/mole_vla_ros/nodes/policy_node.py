@@ -136,6 +136,9 @@ class PolicyNode(Node):
 
         self._chunk_pub = self.create_publisher(ActionChunk, "mole/action_chunk", qos.RELIABLE)
         self._router_pub = self.create_publisher(RouterState, "mole/router_state", qos.RELIABLE)
+        # The task being executed, whichever way it arrived (topic or action goal): the sim's success detector and
+        # recorders follow this rather than /mole/instruction, which action goals never touch.
+        self._active_pub = self.create_publisher(String, "mole/active_instruction", qos.LATEST_VALUE)
         inputs = MutuallyExclusiveCallbackGroup()
         for topic in self.params.image_topics:
             self.create_subscription(
@@ -254,6 +257,7 @@ class PolicyNode(Node):
         if previous is not None and previous.finish(False, "pre-empted by a new instruction"):
             self.get_logger().info(f"pre-empted {previous.instruction!r}")
         self.get_logger().info(f"task started: {task.instruction!r}")
+        self._active_pub.publish(String(data=task.instruction))
         if hasattr(self.policy, "reset"):
             self.policy.reset()
         self._wake.set()

@@ -4,7 +4,8 @@ Runs `ArmNode` (joint_states, joint_trajectory_controller/joint_trajectory, join
 over a `MujocoBackend`, and beside it `SimNode`:
 - publishes `camera/image_raw` (sensor_msgs/Image, rgb8) and `camera/camera_info`, sensor-data QoS, stamped on
   the node clock, the clock of joint_states;
-- subscribes `/mole/instruction` (std_msgs/String): the text picks the task whose success is detected;
+- subscribes `mole/active_instruction` (std_msgs/String, latched; the policy node publishes the task it executes,
+  whether it came as a goal or on /mole/instruction): the text picks the task whose success is detected;
 - publishes `/mole/task_success` (std_msgs/Bool, reliable) at `success_rate` Hz;
 - serves `sim/reset` (std_srvs/Trigger): a new seeded episode.
 
@@ -111,7 +112,7 @@ class SimNode(Node):
         self.image_pub = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
         self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", qos_profile_sensor_data)
         self.success_pub = self.create_publisher(Bool, "/mole/task_success", SUCCESS_QOS)
-        self.create_subscription(String, "/mole/instruction", self._on_instruction, INSTRUCTION_QOS)
+        self.create_subscription(String, "mole/active_instruction", self._on_instruction, INSTRUCTION_QOS)
         self.create_service(Trigger, "sim/reset", self._on_reset)
         self.create_timer(1.0 / cfg.success_rate, self._publish_success)
         self._camera_info = self._make_camera_info()
