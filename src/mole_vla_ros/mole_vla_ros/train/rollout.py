@@ -107,6 +107,7 @@ def run_episode(
     obs = env.reset(seed, task)  # type: ignore[attr-defined]
     instruction = env.instruction  # type: ignore[attr-defined]
     policy.reset()
+    torch.manual_seed(seed)  # the denoising noise too, so an episode is reproducible from its seed
     queue = ChunkQueue(queue_config or QueueConfig(arm=getattr(env.config, "arm", "so100")))  # type: ignore[attr-defined]
     queue.seed_hold(np.asarray(obs["state"]))
     dt = env.dt  # type: ignore[attr-defined]
