@@ -115,6 +115,7 @@ class MoLePolicy(nn.Module):
         visual = visual.view(len(batch["images"]), b, *visual.shape[1:]).transpose(0, 1).flatten(1, 2)
         timings["vision"] = time.perf_counter() - start
         ids, text_mask = tokenize(self.tokenizer, list(batch["instruction"]), cfg.tokenizer_max_length)
+        ids, text_mask = ids.to(visual.device), text_mask.to(visual.device)
         text = self.backbone.embed_tokens(ids)  # (B, Tl, D)
         state = pad_last(self.normalizer.state(batch["state"].float()), cfg.max_state_dim)
         state_tok = self.state_proj(state.to(text.dtype)).unsqueeze(1)  # (B, 1, D)
@@ -123,7 +124,7 @@ class MoLePolicy(nn.Module):
         ones = text_mask.new_ones(b, 1)
         pad = torch.cat([ones.expand(b, visual.shape[1]), text_mask, ones, ones], dim=1)  # (B, T)
         # Blocks: images+text see each other; the state token also sees them; the cognition token sees all.
-        block = torch.cat([torch.zeros(visual.shape[1] + text.shape[1]), torch.tensor([1.0, 2.0])])
+        block = torch.cat([torch.zeros(visual.shape[1] + text.shape[1]), torch.tensor([1.0, 2.0])]).to(pad.device)
         allowed = block[None, :] <= block[:, None]  # (T, T)
         mask = (allowed[None] & pad[:, None, :]).unsqueeze(1)  # (B, 1, T, T)
         positions = (pad.long().cumsum(-1) - 1).clamp_min(0)
@@ -135,9 +136,9 @@ class MoLePolicy(nn.Module):
         h = self.config.chunk_size
         b = prefix.pad.shape[0]
         start = prefix.pad.long().sum(-1, keepdim=True)  # (B, 1)
-        positions = start + torch.arange(h)[None]
+        positions = start + torch.arange(h, device=start.device)[None]
         rope = self.backbone.rope(prefix.embeds, positions)
-        causal = torch.ones(h, h, dtype=torch.bool).tril()
+        causal = torch.ones(h, h, dtype=torch.bool, device=start.device).tril()
         prefix_keys = prefix.pad[:, None, None, :].expand(b, 1, h, -1)  # (B, 1, H, T)
         joint = torch.cat([prefix_keys, causal[None, None].expand(b, 1, h, h)], dim=-1)
         return rope, (joint, prefix_keys)
@@ -179,7 +180,7 @@ class MoLePolicy(nn.Module):
         rope, masks = self._expert_inputs(prefix)
         if noise is None:
             noise = torch.randn(b, cfg.chunk_size, cfg.max_action_dim)
-        noise = noise.to(prefix.embeds.dtype)
+        noise = noise.to(prefix.embeds.device, prefix.embeds.dtype)
         return euler_denoise(lambda x, t: self.expert(x, t, cache, rope, masks, gate), noise, cfg.num_steps)
 
     @torch.no_grad()
@@ -204,7 +205,7 @@ class MoLePolicy(nn.Module):
             raise ValueError(
                 f"batch['action'] must be {(b, cfg.chunk_size, cfg.action_dim)}, got {tuple(actions.shape)}"
             )
-        is_pad = batch.get("action_is_pad", torch.zeros(b, cfg.chunk_size, dtype=torch.bool))
+        is_pad = batch.get("action_is_pad", torch.zeros(b, cfg.chunk_size, dtype=torch.bool)).to(actions.device)
         probs = self.router(prefix.visual, prefix.text, prefix.text_mask, prefix.state)
         hard = top_k_mask(probs, cfg.num_active(budget))
         gate = straight_through(probs, hard)
@@ -218,7 +219,7 @@ class MoLePolicy(nn.Module):
 
         target = pad_last(self.normalizer.action(actions), cfg.max_action_dim)  # (B, H, A)
         noise = torch.randn_like(target)
-        t = sample_time(b).view(b, 1, 1)
+        t = sample_time(b, target.device).view(b, 1, 1)
         x_t = t * noise + (1 - t) * target
         cache = self.expert.prepare(student.keys, student.values)
         rope, masks = self._expert_inputs(prefix)
