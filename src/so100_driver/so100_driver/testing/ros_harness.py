@@ -90,7 +90,8 @@ class NodeProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def tail(self, lines: int = 40) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
