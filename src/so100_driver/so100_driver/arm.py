@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -28,6 +30,7 @@ from so100_driver.safety import SafetyLayer, UnsafeCommandError, check_finite
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 PAST_TOLERANCE = 0.05  # s: a point this little in the past still counts (message conversion, lock waits)
 
 
@@ -209,16 +212,23 @@ class ArmController:
         self.hold_reason = None
 
     # -- the control step ---------------------------------------------------------------------------------
-    def step(self) -> StepResult:
-        """Read, compute the next command, filter it, write it. Backend errors are reported, never raised."""
+    def step(self, read: bool = True) -> StepResult:
+        """Read, compute the next command, filter it, write it. Backend errors are reported, never raised.
+
+        `read=False` reuses the last reading: a step taken the moment a command arrives writes at once and
+        leaves the bus read (and fault detection) to the next regular step.
+        """
         now = self.clock()
         dt = now - self._last_step if self._last_step is not None else 0.0
         self._last_step = now
-        try:
-            reading = self.backend.read()
-        except BackendError as exc:
-            # Nothing answered: hold (the write below will likely fail too, which we report as well).
-            reading = self._stale_reading(now, str(exc))
+        if not read and self.last_reading is not None:
+            reading = self.last_reading
+        else:
+            try:
+                reading = self.backend.read()
+            except BackendError as exc:
+                # Nothing answered: hold (the write below will likely fail too, which we report as well).
+                reading = self._stale_reading(now, str(exc))
         self.last_reading = reading
         newly_faulted = set(reading.faults) - set(self.faults)
         self.faults = dict(reading.faults)
@@ -328,6 +338,88 @@ class ArmController:
             efforts=np.zeros(n),
             faults={name: message for name in self.joint_names},
         )
+
+
+class ControlLoop:
+    """Runs `controller.step()` in its own thread every 1/rate s; `command()` puts a new command on the bus at once.
+
+    Why: as an rclpy timer the step shared the executor with every callback, and a new command waited for the next
+    tick (up to a period) plus the executor's queue: 60-70 ms at p99 on 2 cores. Now a command's callback changes
+    the command and writes it in the same breath (`step(read=False)`: no thread hand-off, which costs a scheduler
+    wake-up on a loaded machine), while the regular ticks keep their own absolute schedule (`step()`, with a read).
+
+    `lock` guards the controller and so the bus: hold it for every call into the controller. `on_step(result,
+    ticked)` runs after every step outside the lock (`ticked`: a regular step with a fresh read, in this thread).
+    """
+
+    def __init__(
+        self,
+        controller: ArmController,
+        rate: float,
+        on_step: Callable[[StepResult, bool], None],
+        name: str = "arm-control",
+    ) -> None:
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"control rate must be a positive number of Hz, got {rate}")
+        self.controller = controller
+        self.period = 1.0 / rate
+        self.on_step = on_step
+        self.lock = threading.Lock()
+        self._stopped = threading.Event()
+        self.step_durations: list[float] = []  # s, last 1000 steps (diagnostics, benchmarks)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> ControlLoop:
+        self._thread.start()
+        return self
+
+    def command(self, change: Callable[[], T]) -> T:
+        """Run `change()` (a call that sets a new command) under the lock, then write the result at once.
+
+        Exceptions from `change` (a rejected command) propagate and nothing extra is written.
+        """
+        with self.lock:
+            value = change()
+            result = self._step(read=False)
+        self._after(result, ticked=False)
+        return value
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stopped.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _step(self, read: bool) -> StepResult | None:
+        t0 = time.perf_counter()
+        try:
+            result = self.controller.step(read=read)
+        except Exception:  # a bug must not end control silently: log it, hold, keep the loop alive
+            log.exception("control step failed; holding")
+            self.controller.stop("control step failed")
+            result = None
+        self.step_durations.append(time.perf_counter() - t0)
+        del self.step_durations[:-1000]
+        return result
+
+    def _after(self, result: StepResult | None, ticked: bool) -> None:
+        if result is None:
+            return
+        try:
+            self.on_step(result, ticked)
+        except Exception:
+            log.exception("control loop on_step callback failed")
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stopped.wait(max(0.0, next_tick - time.monotonic())):
+            with self.lock:
+                result = self._step(read=True)
+            # An absolute schedule keeps the average rate; after a stall it resumes instead of bursting.
+            now = time.monotonic()
+            next_tick += self.period
+            if next_tick <= now:
+                next_tick = now + self.period
+            self._after(result, ticked=True)
 
 
 def _interpolate(entry: _Active, now: float) -> np.ndarray:

@@ -13,7 +13,6 @@ Run against a serial port: `python -m so100_driver.arm_node --ros-args -p port:=
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +20,15 @@ from pathlib import Path
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from so100_driver.arm import ArmController, CommandRejectedError, StepResult
+from so100_driver.arm import ArmController, CommandRejectedError, ControlLoop, StepResult
 from so100_driver.backend import BackendError, JointBackend
 from so100_driver.follow_trajectory import trajectory_from_message
 from so100_driver.joints import joints_for
@@ -77,7 +76,11 @@ PARAMETERS = [
     ),
     ("arm_model", "so100", ParameterDescriptor(description="so100 or so101 (joint table)", read_only=True)),
     ("frame_id", "", ParameterDescriptor(description="header.frame_id of joint_states", read_only=True)),
-    ("publish_rate", 50.0, _float("joint_states publish rate, Hz", 1.0, 500.0)),
+    (
+        "publish_rate",
+        50.0,
+        _float("joint_states publish rate, Hz (at most control_rate: each is a fresh read)", 1.0, 500.0),
+    ),
     ("control_rate", 100.0, _float("control loop rate (read, interpolate, write), Hz", 5.0, 1000.0)),
     ("diagnostics_rate", 2.0, _float("/diagnostics publish rate, Hz (faults are also published at once)", 0.1, 50.0)),
     ("watchdog_timeout", 0.5, _float("hold when no command arrives for this long, s", 0.02, 60.0)),
@@ -128,9 +131,16 @@ class ArmNode(Node):
         limits = SafetyLimits.from_joints(
             joints, self.config.max_velocity_scale, self.config.max_acceleration, self.config.max_step
         )
-        # Timer, subscriptions, services and the action thread all touch the controller: one lock.
-        self._lock = threading.Lock()
         self.controller = ArmController(backend, SafetyLayer(limits, self.config.watchdog_timeout))
+        # The control thread, subscriptions, services and the action thread all touch the controller (and the
+        # bus): the loop's one lock guards it.
+        self.loop = ControlLoop(self.controller, self.config.control_rate, self._on_step)
+        self._lock = self.loop.lock
+        publish_rate = min(self.config.publish_rate, self.config.control_rate)
+        if publish_rate < self.config.publish_rate:
+            self.get_logger().warning(f"publish_rate capped at control_rate ({publish_rate:g} Hz): one state per read")
+        self._publish_period = 1.0 / publish_rate
+        self._next_publish = 0.0
         self._last_step: StepResult | None = None
         self._reported_faults: dict[str, str] = {}
         try:
@@ -140,7 +150,6 @@ class ArmNode(Node):
             raise
         if reading.faults:
             self.get_logger().error(f"joint faults at start: {reading.faults}")
-        self.step_latencies: list[float] = []
 
         self.joint_state_pub = self.create_publisher(JointState, "joint_states", JOINT_STATES_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -152,17 +161,19 @@ class ArmNode(Node):
         self.create_service(Trigger, "stop", self._on_stop)
         self.create_service(Trigger, "estop", self._on_estop)
         self.create_service(Trigger, "reset_estop", self._on_reset_estop)
-        control_group = MutuallyExclusiveCallbackGroup()
-        self.create_timer(1.0 / self.config.control_rate, self._on_control, callback_group=control_group)
-        self.create_timer(1.0 / self.config.publish_rate, self._on_publish)
         self.create_timer(1.0 / self.config.diagnostics_rate, self._publish_diagnostics)
         self._action_server = None
         if FollowJointTrajectory is not None:
             self._action_server = self._make_action_server()
+        self.loop.start()
         self.get_logger().info(
             f"arm_node up: {len(joints)} joints, control {self.config.control_rate:g} Hz, "
             f"joint_states {self.config.publish_rate:g} Hz, watchdog {self.config.watchdog_timeout:g} s"
         )
+
+    @property
+    def has_action_server(self) -> bool:
+        return self._action_server is not None
 
     # -- construction helpers -------------------------------------------------------------------------------
     def _feetech_backend(self, joints: tuple) -> JointBackend:
@@ -175,13 +186,18 @@ class ArmNode(Node):
         return FeetechBackend.open(self.config.port, self.config.baudrate, calibration, joints)
 
     # -- control and publishing -----------------------------------------------------------------------------
-    def _on_control(self) -> None:
-        t0 = time.perf_counter()
-        with self._lock:
-            result = self.controller.step()
-        self.step_latencies.append(time.perf_counter() - t0)
-        del self.step_latencies[:-1000]
+    def _on_step(self, result: StepResult, ticked: bool) -> None:
+        """After each control step, in the control thread: publish fresh states on schedule, report faults."""
         self._last_step = result
+        if ticked:
+            now = time.monotonic()
+            # Ticks run a little late by varying amounts: half a control period of slack keeps "every 2nd tick".
+            if now >= self._next_publish - 0.5 * self.loop.period:
+                self._publish_joint_states(result)
+                # An absolute schedule holds the average rate under jitter; after a stall it restarts, no burst.
+                self._next_publish += self._publish_period
+                if self._next_publish < now:
+                    self._next_publish = now + self._publish_period
         if result.faults != self._reported_faults:
             for joint, message in result.faults.items():
                 if self._reported_faults.get(joint) != message:
@@ -191,10 +207,7 @@ class ArmNode(Node):
             self._reported_faults = dict(result.faults)
             self._publish_diagnostics()
 
-    def _on_publish(self) -> None:
-        result = self._last_step
-        if result is None:
-            return
+    def _publish_joint_states(self, result: StepResult) -> None:
         reading = result.reading
         msg = JointState()
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -239,14 +252,16 @@ class ArmNode(Node):
     # -- commands ---------------------------------------------------------------------------------------------
     def _reject(self, what: str, exc: Exception) -> None:
         self.get_logger().error(f"{what} rejected: {exc}; the arm holds")
-        with self._lock:
-            self.controller.stop(f"{what} rejected: {exc}")
+        self.loop.command(lambda: self.controller.stop(f"{what} rejected: {exc}"))
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         try:
-            with self._lock:
+
+            def change() -> None:
                 trajectory = trajectory_from_message(msg, self.controller.clock(), self._ros_now())
                 self.controller.set_trajectory(trajectory)
+
+            self.loop.command(change)  # on the bus now, not at the next tick
         except CommandRejectedError as exc:
             self._reject("trajectory", exc)
 
@@ -254,8 +269,7 @@ class ArmNode(Node):
         try:
             if len(msg.position) != len(msg.name):
                 raise CommandRejectedError(f"joint_command has {len(msg.position)} positions for {len(msg.name)} names")
-            with self._lock:
-                self.controller.set_target(list(msg.name), list(msg.position))
+            self.loop.command(lambda: self.controller.set_target(list(msg.name), list(msg.position)))
         except CommandRejectedError as exc:
             self._reject("joint_command", exc)
 
@@ -270,14 +284,12 @@ class ArmNode(Node):
         return response
 
     def _on_stop(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self._lock:
-            self.controller.stop("stop service")
+        self.loop.command(lambda: self.controller.stop("stop service"))
         response.success, response.message = True, "holding position"
         return response
 
     def _on_estop(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self._lock:
-            self.controller.estop("estop service")
+        self.loop.command(lambda: self.controller.estop("estop service"))
         self.get_logger().warning("software e-stop latched; call reset_estop to accept commands again")
         self._publish_diagnostics()
         response.success, response.message = True, "e-stop latched: holding until reset_estop"
@@ -358,7 +370,10 @@ class ArmNode(Node):
     def destroy_node(self) -> None:
         """Hold, then release torque if configured, then close the backend: on every exit path."""
         controller = getattr(self, "controller", None)  # absent when the constructor failed before it
+        loop = getattr(self, "loop", None)
         try:
+            if loop is not None:
+                loop.stop()  # no step may race the final hold below
             if controller is not None:
                 with self._lock:
                     controller.shutdown(disable_torque=self.config.disable_torque_on_exit)
@@ -372,7 +387,9 @@ def main(args: list[str] | None = None) -> int:
     try:
         with rclpy.init(args=args):
             node = ArmNode()
-            executor = MultiThreadedExecutor(num_threads=3)
+            # rclpy's MultiThreadedExecutor hands every callback to a pool thread: one more wake-up between a
+            # command and the bus. Only the action server (a long-running execute callback) needs it.
+            executor = MultiThreadedExecutor(num_threads=3) if node.has_action_server else SingleThreadedExecutor()
             executor.add_node(node)
             try:
                 executor.spin()

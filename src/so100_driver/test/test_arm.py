@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
-from so100_driver.arm import ArmController, CommandRejectedError, Trajectory, TrajectoryPoint
+from so100_driver.arm import ArmController, CommandRejectedError, ControlLoop, Trajectory, TrajectoryPoint
 from so100_driver.backend import JointReading
 from so100_driver.follow_trajectory import (
     GOAL_TOLERANCE_VIOLATED,
@@ -193,3 +196,56 @@ def test_goal_monitor_results():
     assert monitor.check(1.2, np.array([0.3]), np.array([0.25])) is None  # within goal time tolerance
     code, text = monitor.check(1.6, np.array([0.3]), np.array([0.25]))
     assert code == GOAL_TOLERANCE_VIOLATED and "shoulder_pan off by 0.05" in text
+
+
+class CountingBackend(InstantBackend):
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+        self.writer_threads: set[str] = set()
+
+    def read(self):
+        self.reads += 1
+        return super().read()
+
+    def write_goal(self, positions):
+        self.writer_threads.add(threading.current_thread().name)
+        super().write_goal(positions)
+
+
+def test_control_loop_writes_a_new_command_at_once_and_ticks_on_its_own():
+    backend = CountingBackend()
+    limits = SafetyLimits.from_joints(SO100_JOINTS, max_acceleration=1000.0, max_step=1.0)
+    controller = ArmController(backend, SafetyLayer(limits, watchdog_timeout=0.5))
+    controller.start()
+    steps = []
+    loop = ControlLoop(controller, rate=0.5, on_step=lambda result, ticked: steps.append(ticked)).start()
+    try:
+        first_tick_deadline = time.monotonic() + 2
+        while not steps and time.monotonic() < first_tick_deadline:
+            time.sleep(0.001)
+        assert steps == [True]  # the loop's first tick (then the next is 2 s away)
+        writes, reads = len(backend.sent), backend.reads
+        loop.command(lambda: controller.set_target(["shoulder_pan"], [0.3]))
+        # Written inside the call, by the caller's thread, without a bus read; not left for a tick 2 s away.
+        assert len(backend.sent) == writes + 1 and backend.reads == reads
+        assert backend.sent[-1][0] > 0 and steps[-1] is False
+        assert threading.current_thread().name in backend.writer_threads
+        with pytest.raises(CommandRejectedError):
+            loop.command(lambda: controller.set_target(["nope"], [0.0]))
+        assert len(backend.sent) == writes + 1  # a rejected command writes nothing
+    finally:
+        loop.stop()
+    assert not loop._thread.is_alive()
+
+
+def test_control_loop_keeps_its_rate():
+    backend = CountingBackend()
+    limits = SafetyLimits.from_joints(SO100_JOINTS)
+    controller = ArmController(backend, SafetyLayer(limits))
+    controller.start()
+    loop = ControlLoop(controller, rate=100.0, on_step=lambda *_: None).start()
+    time.sleep(0.5)
+    loop.stop()
+    # ~50 ticks; a loaded shared CPU may delay some, but an absolute schedule never drifts to a fraction of it.
+    assert 30 <= backend.reads - 1 <= 52
