@@ -194,41 +194,18 @@ def _create(spec: NodeSpec, namespace: str) -> list[Any]:
 
 
 def run_in_process(args: BringupArgs, instruction: str | None = None) -> int:
-    """Every node of plan(args) in this process under one MultiThreadedExecutor, until Ctrl-C / SIGINT.
+    """Every node of plan(args) in this process under one executor, until Ctrl-C / SIGINT (ordered shutdown:
+    see so100_driver.node_runner)."""
+    from so100_driver.node_runner import run
 
-    rclpy's own SIGINT handler would invalidate the context while the arm's control thread and the policy's worker
-    still run; here Ctrl-C only stops the spin, then the nodes are stopped in order: the policy first (its goal
-    gets a result), then every node destroyed in reverse order (the arm holds and releases its backend last).
-    """
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
+    def create() -> list[Any]:
+        nodes = [node for spec in plan(args) for node in _create(spec, args.namespace)]
+        nodes.append(_description_publisher(args))
+        if instruction:
+            _publish_instruction(nodes[-1], instruction)
+        return nodes
 
-    with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
-        nodes: list[Any] = []
-        executor = None
-        try:
-            for spec in plan(args):
-                nodes += _create(spec, args.namespace)
-            nodes.append(_description_publisher(args))
-            executor = MultiThreadedExecutor(num_threads=max(4, len(nodes) + 2))
-            for node in nodes:
-                executor.add_node(node)
-            if instruction:
-                _publish_instruction(nodes[-1], instruction)
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            for node in nodes:
-                stop = getattr(node, "stop", None)
-                if callable(stop):
-                    stop()
-            if executor is not None:
-                executor.shutdown(timeout_sec=5.0)
-            for node in reversed(nodes):
-                node.destroy_node()
-    return 0
+    return run(create)
 
 
 def _description_publisher(args: BringupArgs) -> Any:

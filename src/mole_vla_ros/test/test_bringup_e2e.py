@@ -129,4 +129,5 @@ def test_sim_bringup_instruction_to_motion_with_cancel_and_live_budget():
             assert bringup.alive(), bringup.tail()
         finally:
             client.node.destroy_node()
-    assert bringup.proc.returncode in (0, -2), bringup.tail()
+    # SIGINT ends the spin and the nodes shut down in order (node_runner): a clean exit, not a crash.
+    assert bringup.proc.returncode == 0, bringup.tail()

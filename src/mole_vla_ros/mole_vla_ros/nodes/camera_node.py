@@ -11,13 +11,12 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.nodes import _params
+from so100_driver.node_runner import run
 
 ENCODINGS = ("rgb8", "bgr8", "mono8")
 
@@ -166,17 +165,9 @@ class CameraNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> None:
-    try:
-        with rclpy.init(args=args):
-            node = CameraNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+def main(args: list[str] | None = None) -> int:
+    return run(CameraNode, args)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

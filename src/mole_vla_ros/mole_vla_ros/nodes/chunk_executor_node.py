@@ -18,11 +18,9 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -34,6 +32,7 @@ from mole_vla_ros import conversions, qos
 from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig
 from mole_vla_ros.nodes import _params
 from so100_driver.joints import JOINT_NAMES
+from so100_driver.node_runner import run
 
 OUTPUT_MODES = ("command", "trajectory")
 # Parameters the queue reads; they may change at runtime (validated by building a new QueueConfig).
@@ -242,16 +241,9 @@ class ChunkExecutorNode(Node):
         self._diag_pub.publish(msg)
 
 
-def main(args: list[str] | None = None) -> None:
-    try:
-        with rclpy.init(args=args):
-            node = ChunkExecutorNode()
-            executor = MultiThreadedExecutor(num_threads=3)
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+def main(args: list[str] | None = None) -> int:
+    return run(ChunkExecutorNode, args, num_threads=3)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

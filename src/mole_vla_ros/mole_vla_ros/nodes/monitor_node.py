@@ -11,10 +11,8 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
@@ -22,6 +20,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from mole_msgs.msg import ActionChunk, RouterState
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.nodes import _params
+from so100_driver.node_runner import run
 
 try:  # the SIM helper's kinematics; without it the monitor still shows the router and diagnostics
     from so100_driver.description import forward_kinematics
@@ -128,14 +127,9 @@ class MonitorNode(Node):
         self._diag_pub.publish(msg)
 
 
-def main(args: list[str] | None = None) -> None:
-    try:
-        with rclpy.init(args=args):
-            node = MonitorNode()
-            rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+def main(args: list[str] | None = None) -> int:
+    return run(MonitorNode, args)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

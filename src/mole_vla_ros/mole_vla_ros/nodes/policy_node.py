@@ -19,12 +19,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
@@ -36,6 +34,7 @@ from mole_msgs.srv import SetLayerBudget
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.execution.observation import ObservationBuffer, StaleObservationError, validate_instruction
 from mole_vla_ros.nodes import _params
+from so100_driver.node_runner import run
 
 
 @dataclass(frozen=True)
@@ -420,19 +419,9 @@ class PolicyNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> None:
-    try:
-        with rclpy.init(args=args):
-            node = PolicyNode()
-            executor = MultiThreadedExecutor(num_threads=4)
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+def main(args: list[str] | None = None) -> int:
+    return run(PolicyNode, args, num_threads=4)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

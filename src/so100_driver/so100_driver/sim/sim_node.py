@@ -18,15 +18,14 @@ import math
 import threading
 from dataclasses import dataclass
 
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
+from so100_driver.node_runner import run
 from so100_driver.sim.env import SimConfig
 from so100_driver.sim.mujoco_backend import Frame, MujocoBackend
 
@@ -215,21 +214,7 @@ def create_nodes(**node_kwargs: object) -> list[Node]:
 
 
 def main(args: list[str] | None = None) -> int:
-    try:
-        with rclpy.init(args=args):
-            nodes = create_nodes()
-            executor = MultiThreadedExecutor(num_threads=4)
-            for node in nodes:
-                executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                executor.shutdown()
-                for node in reversed(nodes):  # ArmNode first: it holds and closes the backend
-                    node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    return run(create_nodes, args, num_threads=4)
 
 
 if __name__ == "__main__":
