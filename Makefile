@@ -34,7 +34,7 @@ pytest: build
 test: lint pytest
 
 demo: build
-	@$(RUN) python -m mole_vla_ros.demo
+	@$(RUN) python -m mole_vla_ros.demo $(ARGS)
 
 bench: build
 	@$(RUN) python bench/run_all.py

@@ -19,5 +19,7 @@ if [ -f "$_ws_root/install/setup.bash" ]; then
   # shellcheck disable=SC1091
   . "$_ws_root/install/setup.bash"
   [ $_had_u = 1 ] && set -u
+  # The packages' executables (mole-vla, arm_node, ...) live where `ros2 run` looks; put them on PATH too.
+  export PATH="$_ws_root/install/mole_vla_ros/lib/mole_vla_ros:$_ws_root/install/so100_driver/lib/so100_driver:$PATH"
 fi
 unset _ws_root _had_u
