@@ -8,9 +8,13 @@ It follows timed trajectories the way ros2_control's JointTrajectoryController d
   the first segment starts from the position commanded when the trajectory takes over;
 - joints a trajectory does not name hold their current command.
 
-Every output goes through the `SafetyLayer` (limits, velocity/acceleration/step caps, e-stop). When commands
-stop (watchdog), when a joint faults (no answer, overload...) or on `stop()`, the arm holds where it is. A joint
-fault is reported per joint; new commands are refused until the faulty joint answers cleanly again.
+Every output goes through the `SafetyLayer` (limits, velocity/acceleration/step caps, e-stop). The watchdog
+follows JointTrajectoryController's semantics: a trajectory published once runs to its last point (MoveIt and
+users publish long trajectories once); the watchdog fires only when nothing new arrived for `timeout` after the
+active trajectory's last point, and for direct position commands (`set_target`, no end time) `timeout` after the
+last one. When the watchdog fires, when a joint faults (no answer, overload...) or on `stop()`, the arm holds
+where it is. A joint fault is reported per joint; new commands are refused until the faulty joint answers cleanly
+again.
 """
 
 from __future__ import annotations
@@ -151,13 +155,11 @@ class ArmController:
         self.safety.reset_estop()
         self.hold_reason = "e-stop reset"
 
-    def set_trajectory(self, trajectory: Trajectory, supervised: bool = False) -> None:
+    def set_trajectory(self, trajectory: Trajectory) -> None:
         """Validate and queue `trajectory`; it replaces the current one from its start time.
 
-        Raises CommandRejectedError (the arm keeps doing what it did).
-
-        The watchdog is strict for streamed commands: the next one must arrive within its timeout. A `supervised`
-        trajectory (an action goal, whose client watches it) keeps the watchdog fed until its last point.
+        Raises CommandRejectedError (the arm keeps doing what it did). The watchdog is fed until the
+        trajectory's last point: it never cuts a trajectory short, it catches a stream that stops.
         """
         now = self.clock()
         self._check_accepting()
@@ -196,7 +198,7 @@ class ArmController:
             self._activate(entry, now)
         else:
             self._pending = entry
-        self.safety.watchdog.feed(now, until=float(entry.times[-1]) if supervised else None)
+        self.safety.watchdog.feed(now, until=float(entry.times[-1]))
         self.hold_reason = None
 
     def set_target(self, joint_names: Sequence[str], positions: Sequence[float]) -> None:

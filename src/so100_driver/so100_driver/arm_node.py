@@ -323,7 +323,7 @@ class ArmNode(Node):
                         goal.goal_tolerance,
                         goal.goal_time_tolerance.sec + goal.goal_time_tolerance.nanosec * 1e-9,
                     )
-                    self.controller.set_trajectory(trajectory, supervised=True)
+                    self.controller.set_trajectory(trajectory)
                     end = trajectory.start_time + trajectory.points[-1].time_from_start
             except CommandRejectedError as exc:
                 goal_handle.abort()

@@ -99,7 +99,7 @@ class CommandWatchdog:
         self._deadline: float | None = None
 
     def feed(self, now: float, until: float | None = None) -> None:
-        """A command arrived at `now`; `until` extends the deadline (a supervised motion ending then)."""
+        """A command arrived at `now`; `until` extends the deadline (a trajectory whose last point is then)."""
         self._deadline = max(now, until if until is not None else now) + self.timeout
 
     def disarm(self) -> None:

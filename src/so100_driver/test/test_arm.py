@@ -115,19 +115,56 @@ def test_points_in_the_past_are_dropped_and_all_past_rejected(arm):
         arm.set_trajectory(traj([(0.1, 0.5)], start=0.0))
 
 
-def test_watchdog_holds_when_commands_stop(arm):
-    arm.set_trajectory(traj([(2.0, 1.0)], start=0.0))
+def test_a_trajectory_sent_once_runs_to_its_end_past_the_watchdog_timeout(arm):
+    # JointTrajectoryController semantics: one message, 2 s long, with a 0.5 s watchdog.
+    arm.set_trajectory(traj([(1.0, 0.5), (2.0, 1.0)], start=0.0))
+    arm.run(1.5)
+    assert not arm.holding and arm.backend_.q[0] == pytest.approx(0.75, abs=1e-6)
     arm.run(0.6)
-    held = arm.backend_.q[0]
-    assert arm.holding and "watchdog" in arm.hold_reason
-    arm.run(0.5)
-    assert arm.backend_.q[0] == held and 0 < held < 0.5
-
-
-def test_supervised_trajectory_runs_to_its_end(arm):
-    arm.set_trajectory(traj([(2.0, 1.0)], start=0.0), supervised=True)
-    arm.run(2.1)
     assert arm.backend_.q[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_watchdog_fires_only_timeout_after_the_last_point(arm):
+    arm.set_trajectory(traj([(1.0, 0.4)], start=0.0))
+    arm.run(1.45)  # 0.45 s after the last point: not yet
+    assert not arm.holding
+    arm.run(0.1)
+    assert arm.holding and "watchdog" in arm.hold_reason
+    assert arm.backend_.q[0] == pytest.approx(0.4, abs=1e-6)
+
+
+def test_replacing_trajectory_sets_the_watchdog_to_its_own_end(arm):
+    arm.set_trajectory(traj([(5.0, 1.0)], start=0.0))
+    arm.run(0.2)
+    arm.set_trajectory(traj([(0.3, 0.2)], start=0.2))  # ends at 0.5 s: the old 5 s end no longer counts
+    arm.run(0.75)
+    assert not arm.holding
+    arm.run(0.1)
+    assert arm.holding and "watchdog" in arm.hold_reason
+
+
+def test_watchdog_holds_a_joint_command_stream_that_stops():
+    clock = [0.0]
+    backend = InstantBackend()
+    limits = SafetyLimits.from_joints(SO100_JOINTS, velocity_scale=0.1)  # 0.3 rad/s: still moving at 0.5 s
+    controller = ArmController(backend, SafetyLayer(limits, watchdog_timeout=0.5), clock=lambda: clock[0])
+    controller.start()
+
+    def run(seconds):
+        for _ in range(round(seconds / DT)):
+            clock[0] += DT
+            controller.step()
+
+    for _ in range(5):  # streamed for 0.5 s, then silence
+        controller.set_target(["shoulder_pan"], [1.5])
+        run(0.1)
+    run(0.35)  # 0.45 s after the last command (at 0.4 s)
+    assert not controller.holding and backend.q[0] < 1.5
+    run(0.1)
+    held = backend.q[0]
+    assert controller.holding and "watchdog" in controller.hold_reason
+    run(1.0)
+    assert backend.q[0] == held and 0.2 < held < 0.4
 
 
 def test_targets_clamped_to_limits(arm):

@@ -130,15 +130,28 @@ def test_command_beyond_limits_is_clamped(rig):
     assert positions(rig)[0] <= upper + 2 * math.pi / 4095
 
 
-def test_watchdog_holds_when_the_stream_stops(rig):
-    start = positions(rig)[1]
-    rig["traj_pub"].publish(trajectory([0.0, start - 1.0, 0, 0, 0, 0], 3.0))  # slow, one message only
-    wait_until(lambda: positions(rig)[1] < start - 0.02, 5, rig["spin"], "motion starts")
+def test_trajectory_published_once_runs_to_its_end_past_the_watchdog(rig):
+    # 1.2 s long, one message, watchdog 0.3 s: JointTrajectoryController runs it to the end, so do we.
+    start = positions(rig)
+    target = start.copy()
+    target[1] = start[1] - 0.6
+    rig["traj_pub"].publish(trajectory(target, 1.2))
+    try:
+        wait_until(lambda: abs(positions(rig)[1] - target[1]) < 0.01, 5, rig["spin"], "the trajectory's end")
+    except TimeoutError:
+        raise AssertionError(f"stopped at {positions(rig)[1]:.3f}, wanted {target[1]:.3f}") from None
+
+
+def test_watchdog_holds_when_a_joint_command_stream_stops(rig):
+    start = positions(rig)[4]
+    goal = 2.6 if start < 0 else -2.6  # ~1 s away at 3 rad/s: the 0.3 s watchdog fires well before
+    rig["cmd_pub"].publish(JointState(name=["wrist_roll"], position=[goal]))
+    wait_until(lambda: abs(positions(rig)[4] - start) > 0.05, 5, rig["spin"], "motion starts")
     rig["spin_for"](0.6)
-    held = positions(rig)[1]
-    for _ in range(5):
-        rig["spin_for"](0.1)
-    assert abs(positions(rig)[1] - held) < 0.005 and held > start - 0.5
+    held = positions(rig)[4]
+    rig["spin_for"](0.5)
+    assert abs(positions(rig)[4] - held) < 0.005, "still moving after the watchdog"
+    assert abs(held - start) < abs(goal - start) - 0.5, "it reached the goal: the watchdog never fired"
 
 
 def test_nan_command_rejected_and_arm_holds(rig):
