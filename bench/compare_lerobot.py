@@ -263,46 +263,36 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(report["variants"])
-    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(names)), 4.8))
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(names)) + 3.5, 4.8))
     bottom = [0.0] * len(names)
     for stage in (*STAGES, "other"):
         values = [report["variants"][n]["stages_median_s"][stage] for n in names]
         ax.bar(names, values, bottom=bottom, label=stage)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    top = 0.0
     for x, n in enumerate(names):
         v = report["variants"][n]
         ax.errorbar(
-            x,
-            v["median_s"],
-            yerr=[[v["median_s"] - v["p10_s"]], [v["p90_s"] - v["median_s"]]],
-            color="k",
-            capsize=3,
-            lw=0.8,
+            x, v["median_s"], yerr=[[v["median_s"] - v["p10_s"]], [v["p90_s"] - v["median_s"]]], color="k", capsize=3
         )
         ax.text(x, max(bottom[x], v["p90_s"]), f"{v['median_s']:.2f}s", ha="center", va="bottom", fontsize=8)
-    lines = [
-        f"{k}: {r['paired_median']:.2f}x" + (f" (target <= {TARGETS[k]})" if k in TARGETS else "")
-        for k, r in report["ratios"].items()
-    ]
-    ax.text(
-        0.99,
-        0.98,
-        "\n".join(lines),
-        transform=ax.transAxes,
-        ha="right",
-        va="top",
-        fontsize=7,
-        bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
-    )
+        top = max(top, bottom[x], v["p90_s"])
+    ax.set_ylim(0, top * 1.12)
+    lines = ["ours / peer (median of per-round ratios)"]
+    for k, r in report["ratios"].items():
+        target = report["targets"].get(k)
+        note = f"  target <= {target['max_ratio']}: {'met' if target['met'] else 'NOT met'}" if target else ""
+        lines.append(f"{k}: {r['paired_median']:.2f}x{note}")
+    fig.text(0.635, 0.5, "\n".join(lines), ha="left", va="center", fontsize=7, family="monospace")
     ax.set_ylabel("seconds per 50-action chunk (median, p10-p90)")
     ax.set_title(
         f"LeRobot SmolVLA vs MoLe, CPU {report['threads']} threads, batch 1, {report['rounds']} rounds"
         + (" (PRELIMINARY: loaded machine)" if report["preliminary"] else ""),
         fontsize=9,
     )
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8, ncol=4)
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.62, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -380,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     report = build_report(samples, meta, sizes)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     plot(report, args.out.with_suffix(".png"))
+
     for name, v in report["variants"].items():
         st = v["stages_median_s"]
         log(
