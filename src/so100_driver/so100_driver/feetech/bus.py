@@ -28,6 +28,7 @@ from so100_driver.backend import BackendError
 from so100_driver.feetech.tables import (
     BAUD_RATES,
     CONTROL_TABLE,
+    MAX_TICK,
     SIGN_BITS,
     decode_sign_magnitude,
     describe_error,
@@ -135,7 +136,7 @@ class FeetechBus:
             if result != scs.COMM_SUCCESS:
                 raise self._comm_error("ping", servo_id, result, error)
             # The SDK's ping decodes the model with the global byte order; read it ourselves.
-            data, result, error = self._packets.readTxRx(self._handle(), servo_id, *CONTROL_TABLE["Model_Number"])
+            data, result, error = self._read_tx_rx(self._handle(), servo_id, *CONTROL_TABLE["Model_Number"])
         except (SerialException, OSError) as exc:
             raise self._lost(exc) from None
         if result != scs.COMM_SUCCESS:
@@ -159,7 +160,7 @@ class FeetechBus:
 
         def once() -> int:
             try:
-                data, result, error = self._packets.readTxRx(self._handle(), servo_id, address, size)
+                data, result, error = self._read_tx_rx(self._handle(), servo_id, address, size)
             except (SerialException, OSError) as exc:
                 raise self._lost(exc) from None
             if result != scs.COMM_SUCCESS or error & FATAL_ERROR_BITS:
@@ -204,16 +205,20 @@ class FeetechBus:
         states: dict[int, ServoState] = {}
         failures: dict[int, str] = {}
         try:
+            # The SDK's clearPort flushes output only: bytes left over from a garbled earlier reply would be read
+            # as this cycle's answer (a stale position passing its checksum). Start every cycle from an empty input.
+            port.ser.reset_input_buffer()
             result = group.txPacket()
             if result != scs.COMM_SUCCESS:
                 raise self._comm_error("sync read on", None, result)
             # GroupSyncRead.rxPacket stops at the first bad reply; read each one so one bad servo hides no other.
             for servo_id in ids:
-                data, result, error = self._packets.readRx(port, servo_id, STATE_LENGTH)
+                data, result, error = self._rx(port, servo_id, STATE_LENGTH)
                 self._collect(servo_id, data, result, error, states, failures)
             for servo_id in [i for i in ids if i in failures]:
                 for _ in range(self.retries):
-                    data, result, error = self._packets.readTxRx(port, servo_id, STATE_START, STATE_LENGTH)
+                    port.ser.reset_input_buffer()  # the rest of a garbled sync reply is no answer to this
+                    data, result, error = self._read_tx_rx(port, servo_id, STATE_START, STATE_LENGTH)
                     failures.pop(servo_id)
                     self._collect(servo_id, data, result, error, states, failures)
                     if servo_id not in failures:
@@ -248,6 +253,9 @@ class FeetechBus:
             temperature=field("Present_Temperature"),
             error=error | field("Status"),
         )
+        if not 0 <= state.position <= MAX_TICK:  # a frame whose checksum passed by chance (1 in 256)
+            failures[servo_id] = f"servo {servo_id} sent an implausible position {state.position} (corrupt reply)"
+            return
         states[servo_id] = state
         if state.error & FATAL_ERROR_BITS:
             failures[servo_id] = f"servo {servo_id} reports {describe_error(state.error)}"
@@ -264,6 +272,32 @@ class FeetechBus:
             raise self._lost(exc) from None
         if result != scs.COMM_SUCCESS:
             raise self._comm_error(f"sync write of {name} on", None, result)
+
+    # -- replies -------------------------------------------------------------------------------------------------
+    def _rx(self, port: scs.PortHandler, servo_id: int, length: int) -> tuple[list[int], int, int]:
+        """The SDK's readRx plus the check it lacks: the reply's length field must be `length` + 2.
+
+        The SDK slices `length` data bytes from wherever the frame starts, so a valid but shorter frame hands back
+        its checksum (or the next frame's bytes) as data: fuzzing found positions read that no servo sent.
+        """
+        while True:
+            packet, result = self._packets.rxPacket(port)
+            if result != scs.COMM_SUCCESS or packet[scs.PKT_ID] == servo_id:
+                break
+        if result != scs.COMM_SUCCESS:
+            return [], result, 0
+        if packet[scs.PKT_LENGTH] != length + 2:
+            return [], scs.COMM_RX_CORRUPT, 0
+        start = scs.PKT_PARAMETER0
+        return list(packet[start : start + length]), result, packet[scs.PKT_ERROR]
+
+    def _read_tx_rx(
+        self, port: scs.PortHandler, servo_id: int, address: int, length: int
+    ) -> tuple[list[int], int, int]:
+        result = self._packets.readTx(port, servo_id, address, length)
+        if result != scs.COMM_SUCCESS:
+            return [], result, 0
+        return self._rx(port, servo_id, length)
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _retry(self, attempt):  # noqa: ANN001 - tiny internal helper

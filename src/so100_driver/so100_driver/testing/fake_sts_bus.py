@@ -303,5 +303,7 @@ class FakeStsBus:
                 self._reply(servo)
 
     def _write(self, servo: FakeServo, address: int, data: bytes) -> None:
+        if address + len(data) > len(servo.registers):
+            return  # past the end of the control table (a bytearray slice would grow the register file)
         servo.registers[address : address + len(data)] = data
         servo.advance(0.0)  # telemetry registers stay consistent with a changed Homing_Offset
