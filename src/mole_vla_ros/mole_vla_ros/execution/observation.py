@@ -14,8 +14,10 @@ MAX_INSTRUCTION_BYTES = 4096
 def validate_instruction(text: str) -> str:
     """Return the instruction stripped of surrounding whitespace, or raise ValueError saying what is wrong.
 
-    Refused: empty or blank text, more than 4096 bytes of UTF-8, text that is not valid Unicode (rclpy hands
-    undecodable bytes over as surrogates) and control characters other than tab and newline.
+    Refused: empty or blank text, more than 4096 bytes of UTF-8, text that is not valid Unicode, text carrying
+    U+FFFD (rclpy decodes a message's invalid UTF-8 bytes into that replacement character, so a garbled
+    instruction would otherwise reach the model as if it were meant) and control characters other than tab and
+    newline.
     """
     if not isinstance(text, str):
         raise ValueError(f"instruction must be a string, got {type(text).__name__}")
@@ -25,6 +27,8 @@ def validate_instruction(text: str) -> str:
         raise ValueError("instruction is not valid UTF-8 text") from None
     if size > MAX_INSTRUCTION_BYTES:
         raise ValueError(f"instruction is {size} bytes; the limit is {MAX_INSTRUCTION_BYTES}")
+    if "\ufffd" in text:
+        raise ValueError("instruction is not valid UTF-8 text (undecodable bytes, shown as U+FFFD)")
     stripped = text.strip()
     if not stripped:
         raise ValueError("instruction is empty")

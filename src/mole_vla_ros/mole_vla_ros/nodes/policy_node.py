@@ -61,6 +61,7 @@ class Task:
     latencies: list[float] = field(default_factory=list)
     active_fraction: float = 0.0
     state: str = "waiting_for_observation"
+    waiting_for: str = ""  # why the last observation was not usable, for the result when time runs out
     outcome: tuple[bool, str] | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -118,9 +119,17 @@ class PolicyNode(Node):
             ],
         )
         self.params = self._read_params()
-        self.policy = policy or load_policy(
-            self.params.checkpoint, self.params.device, self.params.chunk_size, self.params.num_steps, self.get_logger()
-        )
+        try:
+            self.policy = policy or load_policy(
+                self.params.checkpoint,
+                self.params.device,
+                self.params.chunk_size,
+                self.params.num_steps,
+                self.get_logger(),
+            )
+        except (ValueError, OSError) as err:  # CheckpointError is a ValueError; a missing file an OSError
+            self.get_logger().fatal(f"cannot load the policy from checkpoint {self.params.checkpoint!r}: {err}")
+            raise
         self._budget = float(self.get_parameter("layer_budget").value)
         self._lock = threading.Lock()
         self._task: Task | None = None
@@ -320,7 +329,10 @@ class PolicyNode(Node):
             if self._success_at > task.started:
                 task.finish(True, "succeeded")
             elif time.monotonic() - task.started > task.time_limit:
-                task.finish(False, "time limit")
+                waiting = task.state == "waiting_for_observation" and task.waiting_for
+                task.finish(
+                    False, f"time limit, no usable observation: {task.waiting_for}" if waiting else "time limit"
+                )
             elif self._pending:
                 self._infer(task)
 
@@ -330,6 +342,7 @@ class PolicyNode(Node):
             obs = self.buffer.snapshot(now, self.params.max_observation_age)
         except StaleObservationError as err:
             task.state = "waiting_for_observation"
+            task.waiting_for = str(err)
             if time.monotonic() - self._last_stale_warning > 2.0:
                 self._last_stale_warning = time.monotonic()
                 self.get_logger().warning(f"observation not used: {err}")
@@ -414,8 +427,9 @@ class PolicyNode(Node):
                 self._task.finish(False, "policy node shutting down")
 
     def destroy_node(self) -> None:
-        self.stop()
-        self._action_server.destroy()
+        if hasattr(self, "_worker"):  # a start-up that failed (bad checkpoint) has no worker or server to stop
+            self.stop()
+            self._action_server.destroy()
         super().destroy_node()
 
 
