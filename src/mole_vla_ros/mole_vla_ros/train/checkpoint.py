@@ -14,6 +14,7 @@ the previous checkpoint as `last`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -70,6 +71,20 @@ def last_checkpoint(out: Path) -> Path | None:
 def load_training_state(folder: Path) -> dict[str, Any]:
     # weights_only=False: the state holds numpy/python RNG tuples; it is our own file, written by save_checkpoint.
     return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def default_checkpoint() -> Path:
+    """The shipped default policy: share/mole_vla_ros/checkpoints/default when installed, else the source tree's
+    src/mole_vla_ros/checkpoints/default (a develop checkout before the first build)."""
+    candidates = [Path(__file__).resolve().parents[2] / "checkpoints" / "default"]
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        with contextlib.suppress(PackageNotFoundError):
+            candidates.insert(0, Path(get_package_share_directory("mole_vla_ros")) / "checkpoints" / "default")
+    except ImportError:  # no ROS on this machine: training and eval still work from the source tree
+        pass
+    return next((c for c in candidates if (c / "config.json").is_file()), candidates[-1])
 
 
 def read_json(folder: Path, name: str) -> dict[str, Any] | None:

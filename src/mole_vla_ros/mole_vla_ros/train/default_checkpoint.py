@@ -24,7 +24,7 @@ from pathlib import Path
 from mole_vla_ros.train import evaluate
 from mole_vla_ros.train import train as train_cli
 
-SHIP_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
+SHIP_DIR = Path(__file__).resolve().parents[2] / "checkpoints" / "default"  # the source tree, not share/
 RECORD_ARGS = ["--tasks", "pick", "--cameras", "scene,wrist", "--size", "96", "96", "--vcodec", "libx264"]
 TRAIN_ARGS = [
     "--preset",

@@ -22,10 +22,10 @@ import torch
 
 from mole_vla_ros.execution.chunk_queue import QueueConfig
 from mole_vla_ros.policy import MoLePolicy
-from mole_vla_ros.train.checkpoint import read_json
+from mole_vla_ros.train.checkpoint import default_checkpoint, read_json
 from mole_vla_ros.train.rollout import MODES, layer_mode, run_episode, summarise
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
+DEFAULT_CHECKPOINT = default_checkpoint()
 COLUMNS = (
     "label",
     "mode",
