@@ -141,3 +141,19 @@ def test_shipped_checkpoint_reaches_the_success_rate_on_its_card():
     rows, _ = evaluate.evaluate(SHIPPED, episodes, card["seed"], ["pick"], ["mole"], [0.5], progress=False)
     low, high = wilson_interval(rows[0]["successes"], episodes)
     assert low <= row["success_rate"] <= high, (rows[0]["successes"], episodes, row["success_rate"])
+
+
+def test_heldout_action_error_is_reproducible_and_excludes_padded_steps():
+    from mole_vla_ros.train.data import synthetic_dataset
+    from mole_vla_ros.train.rollout import heldout_action_error
+
+    data = synthetic_dataset(episodes=2, frames=3, size=32)  # chunks of 8 from 3-frame episodes: mostly padding
+    policy = MoLePolicy(MoLeConfig.preset("tiny")).eval()
+    first = heldout_action_error(policy, data, budget=0.5, stride=len(data), seed=0)  # frame 0 only
+    assert heldout_action_error(policy, data, budget=0.5, stride=len(data), seed=0) == first
+    torch.manual_seed(0)
+    batch = data.batch([0], policy.config.chunk_size)
+    pred = policy.predict_action_chunk(batch, budget=0.5).actions
+    assert batch["action_is_pad"][0].tolist() == [False] * 3 + [True] * 5
+    by_hand = float(((pred[0, :3] - batch["action"][0, :3]) ** 2).mean())  # the 3 real steps only
+    assert first == pytest.approx(by_hand, rel=1e-5)

@@ -23,7 +23,7 @@ import torch
 from mole_vla_ros.execution.chunk_queue import QueueConfig
 from mole_vla_ros.policy import MoLePolicy
 from mole_vla_ros.train.checkpoint import default_checkpoint, read_json
-from mole_vla_ros.train.rollout import MODES, layer_mode, run_episode, summarise
+from mole_vla_ros.train.rollout import MODES, heldout_action_error, layer_mode, run_episode, summarise
 
 DEFAULT_CHECKPOINT = default_checkpoint()
 COLUMNS = (
@@ -41,6 +41,7 @@ COLUMNS = (
     "latency_ms_mean",
     "latency_ms_p95",
     "gflops_per_chunk",
+    "heldout_action_mse",
 )
 
 
@@ -55,6 +56,7 @@ def evaluate(
     execution: str = "async",
     time_limit: float | None = None,
     progress: bool = True,
+    heldout: str | Path | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Rows of the table and per-episode records for every (mode, budget) over `episodes` seeds per task kind."""
     from so100_driver.sim.env import SimConfig, SimEnv
@@ -65,6 +67,11 @@ def evaluate(
     height, width = meta.get("image_hw") or (224, 224)
     fps = float(meta.get("fps") or 30.0)
     label = label or Path(checkpoint).name
+    held = None
+    if heldout is not None:
+        from mole_vla_ros.train.data import load_dataset
+
+        held = load_dataset(heldout, policy.config.input_size, cameras=cameras)
     rows, records = [], []
     for kind in tasks:
         sim = SimConfig(
@@ -92,7 +99,9 @@ def evaluate(
                                     queue_config=QueueConfig(mode=execution, arm=sim.arm),
                                 )
                             )
-                    row = summarise(label, mode, budget, policy, results, len(cameras)) | {"task": kind}
+                        mse = None if held is None else heldout_action_error(policy, held, effective, seed=seed)
+                    row = summarise(label, mode, budget, policy, results, len(cameras))
+                    row |= {"task": kind, "heldout_action_mse": mse}
                     rows.append(row)
                     records += [
                         asdict(r) | {"label": label, "mode": mode, "budget": row["budget"], "task": kind}
@@ -132,7 +141,7 @@ def _fmt(value: object, digits: int = 2) -> str:
 def markdown_table(rows: list[dict]) -> str:
     head = (
         "| checkpoint | task | mode | budget | success (95% CI) | task time s | active layers | latency ms "
-        "(mean / p95) | GFLOPs/chunk |"
+        "(mean / p95) | GFLOPs/chunk | held-out action MSE rad² |"
     )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for r in rows:
@@ -141,7 +150,8 @@ def markdown_table(rows: list[dict]) -> str:
         latency = f"{_fmt(r['latency_ms_mean'], 1)} / {_fmt(r['latency_ms_p95'], 1)}"
         lines.append(
             f"| {r['label']} | {r.get('task', '-')} | {r['mode']} | {r['budget']:.2f} | {success} | "
-            f"{_fmt(r['mean_task_time_s'])} | {layers} | {latency} | {r['gflops_per_chunk']:.4f} |"
+            f"{_fmt(r['mean_task_time_s'])} | {layers} | {latency} | {r['gflops_per_chunk']:.4f} | "
+            f"{_fmt(r.get('heldout_action_mse'), 4)} |"
         )
     return "\n".join(lines)
 
@@ -190,12 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, help="episode limit, s (default: the sim's)")
     p.add_argument("--out", default="bench/results/eval", help="folder for eval.{csv,md,json,png}")
     p.add_argument("--append", action="store_true", help="add rows to the table already in --out")
+    p.add_argument("--heldout", help="LeRobot dataset of held-out demonstrations: adds the open-loop action MSE")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = p.parse_args(argv)
     try:
         modes, budgets = _csv_list(args.mode, str), _csv_list(args.budget, float)
         bad = [m for m in modes if m not in MODES] + [b for b in budgets if not 0.0 < b <= 1.0]
-        if bad or not modes or not budgets or args.episodes < 1:
+        if bad or not modes or not budgets or args.episodes < (0 if args.heldout else 1):
             raise ValueError(f"bad --mode/--budget/--episodes: {bad or (modes, budgets, args.episodes)}")
     except ValueError as exc:
         p.error(str(exc))
@@ -211,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         args.label,
         args.execution,
         args.time_limit,
+        heldout=args.heldout,
     )
     out = Path(args.out)
     all_rows = write_table(rows, out, append=args.append)

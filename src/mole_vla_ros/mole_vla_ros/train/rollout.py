@@ -172,3 +172,18 @@ def summarise(
         "latency_ms_p95": float(np.percentile(latency, 95)) if latency.size else None,
         "gflops_per_chunk": flops / 1e9,
     }
+
+
+@torch.no_grad()
+def heldout_action_error(policy: MoLePolicy, data: object, budget: float, stride: int = 5, seed: int = 0) -> float:
+    """Mean squared error (rad^2) of predicted chunks against held-out expert chunks, over every `stride`-th frame
+    (padding excluded). Open-loop, so it separates layer modes even where closed-loop success is too rare to."""
+    torch.manual_seed(seed)
+    errors = []
+    frames = list(range(0, len(data), stride))  # type: ignore[arg-type]
+    for start in range(0, len(frames), 64):
+        batch = data.batch(frames[start : start + 64], policy.config.chunk_size)  # type: ignore[attr-defined]
+        pred = policy.predict_action_chunk(batch, budget=budget).actions
+        keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
+        errors.append((((pred - batch["action"]) ** 2) * keep).sum() / (keep.sum() * pred.shape[-1]))
+    return float(torch.stack(errors).mean())
