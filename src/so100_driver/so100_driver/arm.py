@@ -420,6 +420,8 @@ class ControlLoop:
             now = time.monotonic()
             next_tick += self.period
             if next_tick <= now:
+                if now - next_tick > 5 * self.period:
+                    log.warning("control loop %.0f ms late (CPU starved or a slow bus)", (now - next_tick) * 1e3)
                 next_tick = now + self.period
             self._after(result, ticked=True)
 

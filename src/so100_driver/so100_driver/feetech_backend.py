@@ -138,12 +138,14 @@ class FeetechBackend:
         if len(positions) != len(self.ids):
             raise BackendError(f"goal has {len(positions)} positions for {len(self.ids)} joints")
         goals = {cal.id: cal.to_ticks(float(p)) for cal, p in zip(self.calibrations, positions, strict=True)}
+        self._check_open()
         try:
             self.bus.sync_write("Goal_Position", goals)
         except FeetechBusError as exc:
             raise self._port_lost(exc, self.clock()) from None
 
     def set_torque(self, enabled: bool) -> None:
+        self._check_open()
         failed = []
         for servo_id in self.ids:
             try:
@@ -159,6 +161,11 @@ class FeetechBackend:
         self.bus.close()
 
     # -- port loss ----------------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        # Not via _port_lost: that would push the next reopen attempt back on every control cycle, forever.
+        if not self.bus.is_open:
+            raise BackendError(f"servo bus {self.bus.port} is closed (port lost); reopening from the next reads")
+
     def _port_lost(self, exc: FeetechBusError, now: float) -> BackendError:
         self.bus.close()
         self._next_reopen = now + self.reprobe_interval

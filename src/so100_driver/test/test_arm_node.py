@@ -3,80 +3,27 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
-import rclpy
-from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.executors import SingleThreadedExecutor
+from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from so100_driver.arm_node import COMMAND_QOS, JOINT_STATES_QOS
 from so100_driver.calibration import default_calibration_path, load_calibration
 from so100_driver.joints import JOINT_NAMES, SO100_JOINTS
-from so100_driver.testing.fake_sts_bus import FakeStsBus
-from so100_driver.testing.ros_harness import NodeProcess, wait_until
+from so100_driver.testing.arm_rig import arm_rig, positions, trajectory
+from so100_driver.testing.ros_harness import wait_until
 
 pytestmark = pytest.mark.dds
 CAL = load_calibration(default_calibration_path())
-TRAJECTORY_TOPIC = "joint_trajectory_controller/joint_trajectory"
 
 
 @pytest.fixture(scope="module")
 def rig():
-    """One fake bus + one arm_node for the module; a private rclpy context and a probe node."""
-    bus = FakeStsBus().start()
-    node = NodeProcess(
-        "so100_driver.arm_node",
-        ["--ros-args", "-p", f"port:={bus.port}", "-p", "watchdog_timeout:=0.3", "-p", "control_rate:=100.0"],
-    ).start()
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    probe = rclpy.create_node("arm_node_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
-    state = {"js": None, "count": 0, "diag": []}
-
-    def on_js(msg):
-        state["js"], state["count"] = msg, state["count"] + 1
-
-    probe.create_subscription(JointState, "joint_states", on_js, JOINT_STATES_QOS)
-    probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: state["diag"].append(m), 10)
-    rig = {
-        "bus": bus,
-        "node": node,
-        "probe": probe,
-        "state": state,
-        "spin": lambda step: executor.spin_once(timeout_sec=step),
-        "spin_for": lambda seconds: spin_for(executor, seconds),
-        "traj_pub": probe.create_publisher(JointTrajectory, TRAJECTORY_TOPIC, COMMAND_QOS),
-        "cmd_pub": probe.create_publisher(JointState, "joint_command", COMMAND_QOS),
-    }
-    try:
-        wait_until(lambda: state["js"] is not None, 20, rig["spin"], "first joint_states (" + node.tail(5) + ")")
+    """One fake bus + one arm_node for the module."""
+    with arm_rig(watchdog_timeout=0.3, control_rate=100.0) as rig:
         yield rig
-    finally:
-        code = node.stop()
-        probe.destroy_node()
-        executor.shutdown()
-        rclpy.shutdown(context=context)
-        bus.stop()
-        assert code == 0, node.tail()
-
-
-def spin_for(executor, seconds):
-    """Process callbacks for `seconds` (spin_once returns after the first callback)."""
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        executor.spin_once(timeout_sec=left)
-
-
-def positions(rig):
-    return np.array(rig["state"]["js"].position)
 
 
 def call(rig, name):
@@ -86,17 +33,6 @@ def call(rig, name):
     wait_until(future.done, 10, rig["spin"], f"{name} response")
     rig["probe"].destroy_client(client)
     return future.result()
-
-
-def trajectory(targets, seconds):
-    msg = JointTrajectory(joint_names=list(JOINT_NAMES))
-    msg.points = [
-        JointTrajectoryPoint(
-            positions=[float(x) for x in targets],
-            time_from_start=Duration(sec=int(seconds), nanosec=int((seconds % 1) * 1e9)),
-        )
-    ]
-    return msg
 
 
 def test_joint_states_named_and_published_near_50hz(rig):

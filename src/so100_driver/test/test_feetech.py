@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import termios
 import time
 
 import numpy as np
@@ -117,6 +118,17 @@ def test_port_loss_raises_and_reopen_works(fake, bus):
             return False
 
     wait_until(reopened, 5, message="the port to reopen")
+
+
+def test_a_dead_tty_failing_tcflush_is_a_lost_port_not_a_crash(fake, bus, monkeypatch):
+    # termios.error is no OSError: unplugging mid-cycle made the input flush escape as an unknown exception.
+    def dead(*_args):
+        raise termios.error(5, "Input/output error")
+
+    monkeypatch.setattr(bus._handle().ser, "reset_input_buffer", dead)
+    with pytest.raises(FeetechBusError, match="lost") as info:
+        bus.sync_read_state(IDS)
+    assert info.value.servo_id is None and not bus.is_open
 
 
 def test_bad_packets_from_the_host_side_are_ignored_by_servos(fake, bus):

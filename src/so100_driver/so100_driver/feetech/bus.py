@@ -37,6 +37,8 @@ from so100_driver.feetech.tables import (
 
 log = logging.getLogger(__name__)
 
+# What a serial port raises when the adapter vanishes (termios.error, not an OSError: tcflush/tcsetattr on a dead tty).
+PORT_ERRORS = (SerialException, OSError, termios.error)
 READ_WAIT_S = 0.002  # longest a single SDK read blocks waiting for bytes (see the module docstring)
 
 # Status error bits that mean the servo is unsafe to drive (the voltage bit is reported but not fatal on USB power).
@@ -89,7 +91,7 @@ class FeetechBus:
         port = scs.PortHandler(self.port)
         try:
             ok = port.openPort() and port.setBaudRate(self.baudrate)
-        except (SerialException, OSError, termios.error) as exc:  # termios.error: a tty vanishing mid-setup
+        except PORT_ERRORS as exc:
             raise FeetechBusError(f"cannot open servo bus {self.port}: {exc}") from None
         if not ok:
             raise FeetechBusError(f"cannot open servo bus {self.port} at {self.baudrate} baud")
@@ -102,7 +104,7 @@ class FeetechBus:
             try:
                 if self._port.ser is not None:
                     self._port.closePort()
-            except (SerialException, OSError):
+            except PORT_ERRORS:
                 pass
             self._port = None
 
@@ -137,7 +139,7 @@ class FeetechBus:
                 raise self._comm_error("ping", servo_id, result, error)
             # The SDK's ping decodes the model with the global byte order; read it ourselves.
             data, result, error = self._read_tx_rx(self._handle(), servo_id, *CONTROL_TABLE["Model_Number"])
-        except (SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise self._lost(exc) from None
         if result != scs.COMM_SUCCESS:
             raise self._comm_error("ping", servo_id, result, error)
@@ -161,7 +163,7 @@ class FeetechBus:
         def once() -> int:
             try:
                 data, result, error = self._read_tx_rx(self._handle(), servo_id, address, size)
-            except (SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 raise self._lost(exc) from None
             if result != scs.COMM_SUCCESS or error & FATAL_ERROR_BITS:
                 raise self._comm_error(f"read {name} from", servo_id, result, error)
@@ -176,7 +178,7 @@ class FeetechBus:
         def once() -> None:
             try:
                 result, error = self._packets.writeTxRx(self._handle(), servo_id, address, size, list(data))
-            except (SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 raise self._lost(exc) from None
             if result != scs.COMM_SUCCESS:
                 raise self._comm_error(f"write {name}={value} to", servo_id, result, error)
@@ -223,7 +225,7 @@ class FeetechBus:
                     self._collect(servo_id, data, result, error, states, failures)
                     if servo_id not in failures:
                         break
-        except (SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise self._lost(exc) from None
         return states, failures
 
@@ -268,7 +270,7 @@ class FeetechBus:
             group.addParam(servo_id, list(_encode(name, value, size)))
         try:
             result = group.txPacket()
-        except (SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise self._lost(exc) from None
         if result != scs.COMM_SUCCESS:
             raise self._comm_error(f"sync write of {name} on", None, result)
