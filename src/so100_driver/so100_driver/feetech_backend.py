@@ -84,6 +84,25 @@ class FeetechBackend:
         if problems:
             raise BackendError(f"servo bus {self.bus.port}: " + "; ".join(problems))
 
+    def check_homing_offsets(self) -> None:
+        """Raise BackendError naming each servo whose Homing_Offset register differs from the calibration.
+
+        For a read-only arm (a leader): its positions mean what the calibration says only with those offsets.
+        """
+        wrong = []
+        for cal in self.calibrations:
+            actual = self.bus.read("Homing_Offset", cal.id)
+            if actual != cal.homing_offset:
+                wrong.append(
+                    f"{self._name_of[cal.id]} (servo {cal.id}) has {actual}, calibration says {cal.homing_offset}"
+                )
+        if wrong:
+            raise BackendError(
+                f"servo bus {self.bus.port}: homing offsets differ from the calibration: "
+                + "; ".join(wrong)
+                + ". Use the calibration file made for this arm (LeRobot writes the offsets when it calibrates)."
+            )
+
     def apply_homing_offsets(self) -> None:
         """Write each calibration's homing offset into its servo where it differs (EEPROM: torque off, unlock)."""
         for cal in self.calibrations:
