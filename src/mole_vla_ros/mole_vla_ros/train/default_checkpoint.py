@@ -105,6 +105,8 @@ Reproduce (records, trains, evaluates, rewrites this folder):
 ## Evaluation (MuJoCo sim, in-process, seeds {EVAL_SEED}..., same seeds in every row)
 
 Success with a Wilson 95% interval; task time over successful episodes; latency = wall-clock per chunk on this CPU.
+Held-out action MSE: open-loop squared error (rad²) of the predicted chunk against the scripted expert on 20
+held-out demonstrations recorded at the evaluation seeds (every 5th frame, same denoising noise in every row).
 
 {table}
 """
@@ -147,6 +149,19 @@ def main(argv: list[str] | None = None) -> int:
         if rc != 0:
             print("recording failed", file=sys.stderr)
             return rc
+    if not (work / "heldout" / "meta" / "info.json").is_file():  # expert demos at the evaluation seeds
+        record.main(
+            [
+                "--episodes",
+                "20",
+                "--seed",
+                str(EVAL_SEED),
+                "--out",
+                str(work / "heldout"),
+                "--no-progress",
+                *RECORD_ARGS,
+            ]
+        )
     timings["record"] = time.perf_counter() - start
     start = time.perf_counter()
     for run in ("run", "run_nokd"):
@@ -161,9 +176,17 @@ def main(argv: list[str] | None = None) -> int:
         ["full", "mole", "static", "random"],
         [0.5, 0.25],
         label="default (CogKD)",
+        heldout=work / "heldout",
     )
     rows += evaluate.evaluate(
-        work / "run_nokd" / "final", args.eval_episodes, EVAL_SEED, ["pick"], ["mole"], [0.5], label="no CogKD"
+        work / "run_nokd" / "final",
+        args.eval_episodes,
+        EVAL_SEED,
+        ["pick"],
+        ["mole"],
+        [0.5],
+        label="no CogKD",
+        heldout=work / "heldout",
     )[0]
     timings["eval"] = time.perf_counter() - start
     ship = Path(args.ship_dir)
