@@ -7,6 +7,8 @@ target's tick (>=: the ramp only rises, so a later command's write also proves t
 out of the statistics). Latency = (b) - (a), both on this machine's monotonic clock (the fake bus runs in this
 process). The machine is shared: a thread here measures how late a 5 ms sleep wakes ("scheduler_delay_ms") so a
 slow tail can be told apart from the driver's own cost.
+A second part runs leader_node (a leader arm on its own fake bus, read at LEADER_RATE) and records the achieved
+rate of leader/joint_states (issue 11 asks for >= 100 Hz).
 Run: scripts/run_in_env.sh python bench/bench_driver.py   -> bench/results/driver.json + driver.png
 """
 
@@ -23,6 +25,8 @@ from pathlib import Path
 STREAM_HZ = 50.0
 DURATION_S = 10.0
 WARMUP_S = 2.0
+LEADER_RATE = 100.0
+LEADER_DURATION_S = 5.0
 CONTROL_RATE = 100.0
 PUBLISH_RATE = 50.0
 OUT = Path(__file__).resolve().parent / "results"
@@ -48,6 +52,45 @@ def scheduler_probe(stop: threading.Event, delays: list[float]) -> None:
         t = time.monotonic()
         time.sleep(0.005)
         delays.append((time.monotonic() - t - 0.005) * 1e3)
+
+
+def leader_rate() -> dict:
+    """Achieved leader/joint_states rate of leader_node against a fake leader bus."""
+    bus = FakeStsBus().start()
+    node = NodeProcess(
+        "so100_driver.leader_node",
+        ["--ros-args", "-p", f"port:={bus.port}", "-p", f"calibration_file:={default_calibration_path()}",
+         "-p", f"rate:={LEADER_RATE}"],
+    ).start()  # fmt: skip
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = rclpy.create_node("bench_leader", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(probe)
+    stamps: list[float] = []
+    probe.create_subscription(
+        JointState, "leader/joint_states", lambda _m: stamps.append(time.monotonic()), JOINT_STATES_QOS
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not stamps and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        start = time.monotonic()
+        while time.monotonic() - start < LEADER_DURATION_S:
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        node.stop()
+        probe.destroy_node()
+        executor.shutdown()
+        rclpy.shutdown(context=context)
+        bus.stop()
+    js = np.array([s for s in stamps if s >= start])
+    gaps = np.diff(js) * 1e3
+    return {
+        "requested_hz": LEADER_RATE,
+        "rate_hz": float((len(js) - 1) / (js[-1] - js[0])) if len(js) > 1 else 0.0,
+        "gap_ms": {"p50": float(np.percentile(gaps, 50)), "p99": float(np.percentile(gaps, 99))} if len(gaps) else {},
+    }
 
 
 def main() -> int:
@@ -146,6 +189,7 @@ def main() -> int:
         "load_average_1min": os.getloadavg()[0],
         "node_exit_code": code,
     }
+    result["leader"] = leader_rate()
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "driver.json").write_text(json.dumps(result, indent=2))
     import matplotlib
@@ -165,7 +209,8 @@ def main() -> int:
     print(
         f"latency p50 {result['latency_ms']['p50']:.2f} ms, p99 {result['latency_ms']['p99']:.2f} ms "
         f"({len(latencies_ms)}/{len(sent)} matched); joint_states {rate:.1f} Hz; "
-        f"5 ms sleep late by p99 {result['scheduler_delay_ms']['p99']:.1f} ms, load {os.getloadavg()[0]:.1f}"
+        f"5 ms sleep late by p99 {result['scheduler_delay_ms']['p99']:.1f} ms, load {os.getloadavg()[0]:.1f}; "
+        f"leader_node {result['leader']['rate_hz']:.1f} Hz"
     )
     return 0
 
