@@ -29,6 +29,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 
 from so100_driver.joints import JOINT_NAMES, joints_for
@@ -60,6 +61,14 @@ class LeRobotDatasetWriter:
         robot_type: info.json's robot_type.
         joint_names: joint order of state and action (radians).
         vcodec: PyAV encoder; AV1 ("libsvtav1") is LeRobot's default, "libx264" is faster to encode.
+        commit_each_episode: crash-safe mode for live recording. Each frame's images are encoded as it arrives
+            (into a partial file under `.partial/`, so memory stays flat), and `save_episode()` commits the episode
+            at once: its own data and video files (file index = episode, as LeRobot does when it rolls files
+            over), then the metadata, `meta/info.json` last. Every file is written under a temporary name and
+            renamed. info.json is the commit point: the reader ignores anything past its `total_episodes`, so a
+            process killed at any moment leaves a dataset that loads with the episodes saved so far. Without it
+            (the default) episodes are concatenated into one data file and one video per camera, written by
+            `close()`.
     """
 
     def __init__(
@@ -70,6 +79,7 @@ class LeRobotDatasetWriter:
         robot_type: str = "so100",
         joint_names: Sequence[str] = JOINT_NAMES,
         vcodec: str = "libsvtav1",
+        commit_each_episode: bool = False,
     ) -> None:
         self.root = Path(root)
         if (self.root / "meta" / "info.json").exists():
@@ -81,23 +91,32 @@ class LeRobotDatasetWriter:
         self.robot_type = robot_type
         self.joint_names = tuple(joint_names)
         self.vcodec = vcodec
+        self.commit_each_episode = commit_each_episode
         self._rows: dict[str, list] = {c: [] for c in REQUIRED_COLUMNS}
         self._episodes: list[dict] = []
         self._tasks: dict[str, int] = {}
-        self._buffer: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], str]] = []
+        # Frames of the episode being recorded: (state, action, images or None once encoded, task).
+        self._buffer: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray] | None, str]] = []
         self._video: dict[str, tuple[av.container.OutputContainer, av.video.stream.VideoStream]] = {}
         self._video_frames = dict.fromkeys(self.cameras, 0)
-        self._image_sums = {c: np.zeros((3, 4)) for c in self.cameras}  # sum, sum of squares, min, max (per channel)
-        self._image_count = dict.fromkeys(self.cameras, 0)
+        self._image_sums = {c: _ImageSums() for c in self.cameras}
+        self._pending_sums = {c: _ImageSums() for c in self.cameras}  # the unsaved episode's
         self.closed = False
 
     @property
     def num_episodes(self) -> int:
         return len(self._episodes)
 
+    @property
+    def pending_frames(self) -> int:
+        """Frames added to the episode being recorded."""
+        return len(self._buffer)
+
     def add_frame(
         self, state: Sequence[float], action: Sequence[float], images: dict[str, np.ndarray], task: str
     ) -> None:
+        if self.closed:
+            raise DatasetError("the writer is closed")
         n = len(self.joint_names)
         state_arr = np.asarray(state, dtype=np.float32).reshape(-1)
         action_arr = np.asarray(action, dtype=np.float32).reshape(-1)
@@ -114,17 +133,33 @@ class LeRobotDatasetWriter:
                 )
         if not task:
             raise DatasetError("every frame needs a task text")
-        self._buffer.append((state_arr, action_arr, {k: v.copy() for k, v in images.items()}, task))
+        if self.commit_each_episode:
+            for name, image in images.items():
+                if name not in self._video:
+                    self._video[name] = self._open_video(name, self._partial_video(name))
+                self._encode_frame(name, image, pts=len(self._buffer))
+            self._buffer.append((state_arr, action_arr, None, task))
+        else:
+            self._buffer.append((state_arr, action_arr, {k: v.copy() for k, v in images.items()}, task))
 
     def discard_episode(self) -> None:
         self._buffer.clear()
+        self._pending_sums = {c: _ImageSums() for c in self.cameras}
+        if self.commit_each_episode:
+            for name in list(self._video):
+                self._video.pop(name)[0].close()
+                self._partial_video(name).unlink(missing_ok=True)
 
     def save_episode(self) -> int:
         """Append the buffered frames as one episode; returns its index."""
+        if self.closed:
+            raise DatasetError("the writer is closed")
         if not self._buffer:
             raise DatasetError("no frames to save in this episode")
         episode = len(self._episodes)
         start = len(self._rows["index"])
+        # Committed episodes get files of their own, numbered like LeRobot's rolled-over files.
+        chunk, file = (episode // 1000, episode % 1000) if self.commit_each_episode else (0, 0)
         tasks = []
         for frame_index, (state, action, _images, task) in enumerate(self._buffer):
             if task not in self._tasks:
@@ -142,97 +177,126 @@ class LeRobotDatasetWriter:
             "episode_index": episode,
             "tasks": tasks,
             "length": len(self._buffer),
-            "data/chunk_index": 0,
-            "data/file_index": 0,
+            "data/chunk_index": chunk,
+            "data/file_index": file,
             "dataset_from_index": start,
             "dataset_to_index": start + len(self._buffer),
         }
         for name in self.cameras:
-            first = self._video_frames[name]
-            self._encode(name, [images[name] for _s, _a, images, _t in self._buffer])
             key = IMAGE_PREFIX + name
-            meta[f"videos/{key}/chunk_index"] = 0
-            meta[f"videos/{key}/file_index"] = 0
+            if self.commit_each_episode:
+                container, stream = self._video.pop(name)
+                self._finish_video(container, stream)
+                final = self.root / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                self._partial_video(name).replace(final)
+                first, last = 0, len(self._buffer)
+            else:
+                first = self._video_frames[name]
+                for pts, (_s, _a, images, _t) in enumerate(self._buffer, start=first):
+                    self._encode_frame(name, images[name], pts)  # type: ignore[index]
+                self._video_frames[name] = last = first + len(self._buffer)
+            meta[f"videos/{key}/chunk_index"] = chunk
+            meta[f"videos/{key}/file_index"] = file
             meta[f"videos/{key}/from_timestamp"] = first / self.fps
-            meta[f"videos/{key}/to_timestamp"] = self._video_frames[name] / self.fps
+            meta[f"videos/{key}/to_timestamp"] = last / self.fps
+            self._image_sums[name].merge(self._pending_sums[name])
         meta["meta/episodes/chunk_index"] = 0
         meta["meta/episodes/file_index"] = 0
         self._episodes.append(meta)
         self._buffer.clear()
+        self._pending_sums = {c: _ImageSums() for c in self.cameras}
+        if self.commit_each_episode:
+            self._write_parquet(
+                self._data_table(start, start + meta["length"]),
+                self.root / DATA_PATH.format(chunk_index=chunk, file_index=file),
+            )
+            self._write_meta()
         return episode
 
-    def _encode(self, name: str, frames: list[np.ndarray]) -> None:
+    def _partial_video(self, name: str) -> Path:
+        return self.root / ".partial" / f"{IMAGE_PREFIX}{name}.mp4"
+
+    def _open_video(self, name: str, path: Path) -> tuple[av.container.OutputContainer, av.video.stream.VideoStream]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        container = av.open(str(path), mode="w")
+        stream = container.add_stream(self.vcodec, rate=self.fps)
+        stream.height, stream.width = self.cameras[name]
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, self.fps)
+        if self.vcodec == "libsvtav1":
+            os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints its config per stream
+            stream.options = {"preset": "11", "crf": "30", "g": "2"}
+        elif self.vcodec == "libx264":
+            stream.options = {"crf": "18", "g": "2"}
+        return container, stream
+
+    def _encode_frame(self, name: str, image: np.ndarray, pts: int) -> None:
         if name not in self._video:
             path = self.root / VIDEO_PATH.format(video_key=IMAGE_PREFIX + name, chunk_index=0, file_index=0)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            container = av.open(str(path), mode="w")
-            stream = container.add_stream(self.vcodec, rate=self.fps)
-            stream.height, stream.width = self.cameras[name]
-            stream.pix_fmt = "yuv420p"
-            stream.time_base = Fraction(1, self.fps)
-            if self.vcodec == "libsvtav1":
-                os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints its config per stream
-                stream.options = {"preset": "11", "crf": "30", "g": "2"}
-            elif self.vcodec == "libx264":
-                stream.options = {"crf": "18", "g": "2"}
-            self._video[name] = (container, stream)
+            self._video[name] = self._open_video(name, path)
         container, stream = self._video[name]
-        sums = self._image_sums[name]
-        for image in frames:
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = self._video_frames[name]
-            self._video_frames[name] += 1
-            for packet in stream.encode(frame):
-                container.mux(packet)
-            pixels = image.reshape(-1, 3).astype(np.float64) / 255.0
-            if self._image_count[name] == 0:
-                sums[:, 2], sums[:, 3] = 1.0, 0.0
-            sums[:, 0] += pixels.mean(0)
-            sums[:, 1] += (pixels**2).mean(0)
-            sums[:, 2] = np.minimum(sums[:, 2], pixels.min(0))
-            sums[:, 3] = np.maximum(sums[:, 3], pixels.max(0))
-            self._image_count[name] += 1
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = pts
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        self._pending_sums[name].add(image)
+
+    @staticmethod
+    def _finish_video(container: av.container.OutputContainer, stream: av.video.stream.VideoStream) -> None:
+        for packet in stream.encode():
+            container.mux(packet)
+        container.close()
 
     def close(self) -> None:
         """Finish the videos and write data and metadata. A pending (unsaved) episode is dropped."""
         if self.closed:
             return
+        if self.commit_each_episode:
+            self.discard_episode()
         self.closed = True
         self._buffer.clear()
         for container, stream in self._video.values():
-            for packet in stream.encode():
-                container.mux(packet)
-            container.close()
+            self._finish_video(container, stream)
+        self._video.clear()
+        shutil.rmtree(self.root / ".partial", ignore_errors=True)
         if not self._episodes:
             shutil.rmtree(self.root / "videos", ignore_errors=True)
             raise DatasetError("no episode was saved; nothing written")
-        n = len(self.joint_names)
-        vec = pa.list_(pa.float32(), n)
-        data = pa.table(
+        if not self.commit_each_episode:
+            data_path = self.root / DATA_PATH.format(chunk_index=0, file_index=0)
+            self._write_parquet(self._data_table(0, len(self._rows["index"])), data_path)
+            self._write_meta()
+
+    def _data_table(self, start: int, end: int) -> pa.Table:
+        vec = pa.list_(pa.float32(), len(self.joint_names))
+        rows = {key: values[start:end] for key, values in self._rows.items()}
+        return pa.table(
             {
-                STATE: pa.array([r.tolist() for r in self._rows[STATE]], type=vec),
-                ACTION: pa.array([r.tolist() for r in self._rows[ACTION]], type=vec),
-                "timestamp": pa.array(self._rows["timestamp"], type=pa.float32()),
-                "frame_index": pa.array(self._rows["frame_index"], type=pa.int64()),
-                "episode_index": pa.array(self._rows["episode_index"], type=pa.int64()),
-                "index": pa.array(self._rows["index"], type=pa.int64()),
-                "task_index": pa.array(self._rows["task_index"], type=pa.int64()),
+                STATE: pa.array([r.tolist() for r in rows[STATE]], type=vec),
+                ACTION: pa.array([r.tolist() for r in rows[ACTION]], type=vec),
+                "timestamp": pa.array(rows["timestamp"], type=pa.float32()),
+                "frame_index": pa.array(rows["frame_index"], type=pa.int64()),
+                "episode_index": pa.array(rows["episode_index"], type=pa.int64()),
+                "index": pa.array(rows["index"], type=pa.int64()),
+                "task_index": pa.array(rows["task_index"], type=pa.int64()),
             }
         )
-        self._write_parquet(data, self.root / DATA_PATH.format(chunk_index=0, file_index=0))
+
+    def _write_meta(self) -> None:
+        """Episodes, tasks, stats, then info.json last (the commit point: a dataset without it is unfinished)."""
+        total = len(self._rows["index"])
         self._write_parquet(pa.Table.from_pylist(self._episodes), self.root / "meta" / "episodes" / f"{CHUNK}.parquet")
         self._write_tasks()
-        stats = self._stats(data)
-        (self.root / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
-        # info.json last: a dataset without it is visibly incomplete.
-        info_tmp = self.root / "meta" / "info.json.tmp"
-        info_tmp.write_text(json.dumps(self._info(len(data)), indent=2))
-        info_tmp.replace(self.root / "meta" / "info.json")
+        _write_atomic(self.root / "meta" / "stats.json", json.dumps(self._stats(self._data_table(0, total)), indent=2))
+        _write_atomic(self.root / "meta" / "info.json", json.dumps(self._info(total), indent=2))
 
     @staticmethod
     def _write_parquet(table: pa.Table, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path)
+        tmp = path.with_name(f".{path.name}.tmp")  # a name no *.parquet glob picks up
+        pq.write_table(table, tmp)
+        tmp.replace(path)
 
     def _write_tasks(self) -> None:
         # LeRobot reads tasks.parquet with pandas and takes the task text from the index: record that index in
@@ -284,13 +348,7 @@ class LeRobotDatasetWriter:
         for key in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
             stats[key] = _vector_stats(np.asarray(data[key].to_pylist(), dtype=np.float64).reshape(-1, 1))
         for name, sums in self._image_sums.items():
-            count = self._image_count[name]
-            mean = sums[:, 0] / count
-            std = np.sqrt(np.maximum(sums[:, 1] / count - mean**2, 0.0))
-            stats[IMAGE_PREFIX + name] = {
-                k: [[[float(v)]] for v in arr]
-                for k, arr in (("min", sums[:, 2]), ("max", sums[:, 3]), ("mean", mean), ("std", std))
-            } | {"count": [count]}
+            stats[IMAGE_PREFIX + name] = sums.stats()
         return stats
 
     def _info(self, total_frames: int) -> dict:
@@ -341,6 +399,47 @@ class LeRobotDatasetWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _ImageSums:
+    """Running per-channel sums of images in [0, 1]: mean, mean of squares, min, max (LeRobot's image stats)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum = np.zeros(3)
+        self.sum_sq = np.zeros(3)
+        self.min = np.ones(3)
+        self.max = np.zeros(3)
+
+    def add(self, image: np.ndarray) -> None:
+        pixels = image.reshape(-1, 3).astype(np.float64) / 255.0
+        self.count += 1
+        self.sum += pixels.mean(0)
+        self.sum_sq += (pixels**2).mean(0)
+        self.min = np.minimum(self.min, pixels.min(0))
+        self.max = np.maximum(self.max, pixels.max(0))
+
+    def merge(self, other: _ImageSums) -> None:
+        self.count += other.count
+        self.sum += other.sum
+        self.sum_sq += other.sum_sq
+        self.min = np.minimum(self.min, other.min)
+        self.max = np.maximum(self.max, other.max)
+
+    def stats(self) -> dict[str, list]:
+        mean = self.sum / max(self.count, 1)
+        std = np.sqrt(np.maximum(self.sum_sq / max(self.count, 1) - mean**2, 0.0))
+        return {
+            k: [[[float(v)]] for v in arr]
+            for k, arr in (("min", self.min), ("max", self.max), ("mean", mean), ("std", std))
+        } | {"count": [self.count]}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _vector_stats(values: np.ndarray) -> dict[str, list]:
@@ -472,15 +571,33 @@ class LeRobotDatasetReader:
         return np.array([plain.index(j) for j in JOINT_NAMES])
 
     def _load_tables(self) -> None:
+        # info.json is the commit point of a recording: episodes past its total_episodes (a recorder killed
+        # between writing an episode's files and its info.json) are not part of the dataset.
+        committed = self.info.get("total_episodes")
+        episode_files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+        if not episode_files:
+            raise DatasetError(f"{self.root}: no meta/episodes/chunk-*/file-*.parquet")
+        rows = [row for f in episode_files for row in pq.read_table(f).to_pylist()]
+        if committed is not None:
+            rows = [r for r in rows if int(r["episode_index"]) < int(committed)]
         files = sorted((self.root / "data").glob("chunk-*/file-*.parquet"))
         if not files:
             raise DatasetError(f"{self.root}: no data/chunk-*/file-*.parquet files")
+        if rows and all("data/chunk_index" in r and "data/file_index" in r for r in rows):
+            referenced = {
+                self.root
+                / DATA_PATH.format(chunk_index=int(r["data/chunk_index"]), file_index=int(r["data/file_index"]))
+                for r in rows
+            }
+            files = [f for f in files if f in referenced]
         tables = [pq.read_table(f) for f in files]
         for f, t in zip(files, tables, strict=True):
             missing = [c for c in REQUIRED_COLUMNS if c not in t.column_names]
             if missing:
                 raise DatasetError(f"{f}: missing columns {missing}")
         data = pa.concat_tables([t.select(list(REQUIRED_COLUMNS)) for t in tables])
+        if committed is not None:
+            data = data.filter(pa.compute.less(data["episode_index"], int(committed)))
         order = np.argsort(np.asarray(data["index"]), kind="stable")
         self.index = np.asarray(data["index"])[order]
         if not np.array_equal(self.index, np.arange(len(self.index))):
@@ -501,10 +618,6 @@ class LeRobotDatasetReader:
         if unknown:
             raise DatasetError(f"{self.root}: frames refer to task indices {sorted(unknown)} not in tasks.parquet")
 
-        episode_files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
-        if not episode_files:
-            raise DatasetError(f"{self.root}: no meta/episodes/chunk-*/file-*.parquet")
-        rows = [row for f in episode_files for row in pq.read_table(f).to_pylist()]
         self.episodes = {int(r["episode_index"]): r for r in rows}
         # Per frame: the end (exclusive) of its episode, for action chunks that stop at the episode boundary.
         self._episode_end = np.empty(len(self.index), dtype=np.int64)
