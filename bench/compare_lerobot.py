@@ -367,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             "analytic_gflops": {n: chunk_flops(policies[s].config, b)["total"] / 1e9 for n, (s, b, _) in ours.items()},
         },
     }
+    meta["machine"]["loadavg_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     report = build_report(samples, meta, sizes)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     plot(report, args.out.with_suffix(".png"))
