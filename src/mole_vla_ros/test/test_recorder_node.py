@@ -1,0 +1,163 @@
+"""RecorderNode over real DDS: start / discard / stop, values equal to what was published, the bag converter agrees,
+and kill -9 mid-episode leaves a dataset that loads.
+
+One recorder process records, in order: a discarded episode, a saved one, and one killed with SIGKILL halfway.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from mole_vla_ros import qos
+from mole_vla_ros.data.bag2lerobot import main as bag2lerobot
+from mole_vla_ros.data.bag2lerobot import write_bag
+from mole_vla_ros.data.lerobot_dataset import LeRobotDatasetReader
+from so100_driver.testing.ros_harness import NodeProcess, wait_until
+
+sys.path.insert(0, str(Path(__file__).parent))  # pytest runs with --import-mode=importlib: no test dir on the path
+from test_recorder_common import FPS, TOPICS, bag_records, expected_frames, image, streams
+
+pytestmark = pytest.mark.dds
+
+TASK = "wave at the camera"
+
+
+class Probe:
+    """The test's side of the graph: publishers of the three streams, the services, the status."""
+
+    def __init__(self) -> None:
+        self.node = rclpy.create_node("recorder_probe")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.pubs = {
+            "scene": self.node.create_publisher(Image, TOPICS["scene"], qos.SENSOR_DATA),
+            "state": self.node.create_publisher(JointState, TOPICS["state"], qos.RELIABLE),
+            "action": self.node.create_publisher(JointState, TOPICS["action"], qos.RELIABLE),
+        }
+        self.status: list[dict] = []
+        self.node.create_subscription(String, "recorder/status", lambda m: self.status.append(json.loads(m.data)), 10)
+        self.clients = {n: self.node.create_client(Trigger, f"recorder/{n}") for n in ("start", "stop", "discard")}
+
+    def spin_until(self, predicate, timeout, message):
+        return wait_until(predicate, timeout, lambda t: self.executor.spin_once(timeout_sec=t), message)
+
+    def call(self, name: str) -> Trigger.Response:
+        future = self.clients[name].call_async(Trigger.Request())
+        self.spin_until(future.done, 30.0, f"recorder/{name} response")
+        return future.result()
+
+    def play(self, samples) -> None:
+        """Publish each sample at its stamp (wall clock = the recorder's clock)."""
+        for sample in samples:
+            delay = sample.stamp - time.time()
+            if delay > 0:
+                self.executor.spin_once(timeout_sec=delay)  # paced like a live sensor, spinning meanwhile
+            self.pubs[sample.stream].publish(sample.msg)
+
+    def received(self, samples) -> bool:
+        counts = {s: sum(1 for x in samples if x.stream == s) for s in TOPICS}
+        latest = self.status[-1] if self.status else {}
+        return latest.get("state") == "recording" and latest.get("received") == counts
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rec") / "ds"
+    args = ["--ros-args", "-p", f"root:={root}", "-p", f"fps:={FPS}", "-p", f"task:={TASK}"]
+    args += ["-p", "latency:=0.3", "-p", "status_rate:=20.0"]
+    out: dict = {"root": root}
+    with NodeProcess("mole_vla_ros.nodes.recorder_node", args) as proc, rclpy.init():
+        probe = Probe()
+        probe.spin_until(lambda: all(c.service_is_ready() for c in probe.clients.values()), 20.0, proc.tail())
+        probe.spin_until(lambda: all(p.get_subscription_count() for p in probe.pubs.values()), 20.0, proc.tail())
+        out["no_image"] = probe.call("start")
+
+        def start():
+            # An image before the episode tells the recorder the camera's size.
+            warm_up = next(s for s in streams(time.time(), 0.1) if s.stream == "scene")
+            probe.pubs["scene"].publish(warm_up.msg)
+            return probe.call("start").success
+
+        probe.spin_until(start, 20.0, f"start\n{proc.tail()}")
+        out["discard"] = probe.call("discard")
+        out["stop_idle"] = probe.call("stop")
+
+        assert probe.call("start").success, proc.tail()
+        out["samples"] = samples = streams(time.time() + 0.2, 1.5)
+        probe.play(samples)
+        probe.spin_until(lambda: probe.received(samples), 10.0, f"all samples at the recorder\n{proc.tail()}")
+        out["status_recording"] = probe.status[-1]
+        out["stop"] = probe.call("stop")
+        probe.spin_until(lambda: probe.status[-1]["state"] == "idle", 5.0, "idle status")
+        out["status_idle"] = probe.status[-1]
+
+        # A third episode, killed mid-way: the dataset must still load with episode 0 alone.
+        assert probe.call("start").success, proc.tail()
+        probe.play(streams(time.time() + 0.2, 0.8))
+        probe.spin_until(lambda: probe.status[-1].get("frames", 0) >= 5, 10.0, f"frames\n{proc.tail()}")
+        out["partial_files"] = sorted(p.name for p in (root / ".partial").iterdir())
+        proc.kill()
+        out["log"] = proc.tail(200)
+        probe.node.destroy_node()
+    return out
+
+
+def test_start_stop_discard_answer_clearly(session):
+    assert not session["no_image"].success and "no image yet on camera/image_raw" in session["no_image"].message
+    assert session["discard"].success and session["discard"].message == "episode discarded"
+    assert not session["stop_idle"].success and session["stop_idle"].message == "not recording"
+    stop = session["stop"]
+    assert stop.success and stop.message.startswith("saved episode 0: 22 frames, 0 dropped"), stop.message
+    recording, idle = session["status_recording"], session["status_idle"]
+    assert (
+        recording["episode"] == 0
+        and recording["task"] == TASK
+        and recording["late"]
+        == {
+            "scene": 0,
+            "state": 0,
+            "action": 0,
+        }
+    )
+    assert idle["episodes_saved"] == 1 and idle["frames"] == 22 and idle["fps_achieved"] == pytest.approx(FPS)
+
+
+def test_the_recording_holds_exactly_what_was_published(session):
+    expected = expected_frames(session["samples"])
+    ds = LeRobotDatasetReader(session["root"])
+    assert sorted(ds.episodes) == [0] and len(ds) == len(expected["image"]) == 22
+    np.testing.assert_array_equal(ds.state, expected["state"])
+    np.testing.assert_array_equal(ds.action, expected["action"])
+    frames = ds.frames("scene")
+    for k, i in enumerate(expected["image"]):
+        assert np.abs(frames[k].astype(int) - image(i)).mean() < 3, k
+    assert ds.task_of(0) == TASK and ds.info["features"]["action"]["unit"] == "rad"
+
+
+def test_kill_9_mid_episode_leaves_the_saved_episodes_loadable(session):
+    assert any(name.endswith(".mp4") for name in session["partial_files"])  # the killed episode had frames
+    ds = LeRobotDatasetReader(session["root"])
+    assert sorted(ds.episodes) == [0] and len(ds) == 22 and ds.info["total_episodes"] == 1
+    assert ds.frames("scene").shape == (22, 48, 64, 3)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_bag_of_the_same_messages_converts_to_the_same_dataset(session, tmp_path, storage):
+    write_bag(tmp_path / "bag", bag_records(session["samples"]), storage)
+    out = tmp_path / "from_bag"
+    assert bag2lerobot([str(tmp_path / "bag"), "--out", str(out), "--fps", str(FPS), "--task", TASK]) == 0
+    live, bag = LeRobotDatasetReader(session["root"]), LeRobotDatasetReader(out)
+    assert len(live) == len(bag)
+    for key in ("state", "action", "timestamp", "frame_index", "episode_index", "task_index"):
+        np.testing.assert_array_equal(getattr(bag, key), getattr(live, key), err_msg=key)
+    assert bag.tasks == live.tasks
+    assert np.abs(bag.frames("scene").astype(int) - live.frames("scene")).mean() < 1
