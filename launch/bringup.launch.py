@@ -21,7 +21,8 @@ from so100_driver.description import generate_urdf
 ARGUMENTS = [
     ("sim", "true", "true: MuJoCo arm and camera; false: the real SO-100 on `port` and camera `camera`"),
     ("port", "/dev/ttyACM0", "serial port of the Feetech servo bus (sim:=false)"),
-    ("camera", "0", "OpenCV camera index or device path (sim:=false)"),
+    ("camera", "0", "OpenCV index or device path of the checkpoint's first camera (sim:=false)"),
+    ("wrist_camera", "", "device of the checkpoint's second camera, if it has one (sim:=false)"),
     ("checkpoint", "", "policy checkpoint: local folder or Hugging Face hub id; empty = the shipped default"),
     ("layer_budget", "0.5", "fraction of backbone layers the STAR router may run, in (0, 1]"),
     ("arm_model", "so100", "so100 or so101"),
@@ -37,6 +38,7 @@ def _nodes(context, *_args, **_kwargs):
         sim=value["sim"].lower() == "true",
         port=value["port"],
         camera=value["camera"],
+        wrist_camera=value["wrist_camera"],
         checkpoint=value["checkpoint"],
         layer_budget=float(value["layer_budget"]),
         arm_model=value["arm_model"],

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from mole_vla_ros.checkpoint_info import CheckpointInfo, camera_topic, read_checkpoint_info
+
 PACKAGE = "mole_vla_ros"
 
 
@@ -30,7 +32,8 @@ class BringupArgs:
     Args:
         sim: run the MuJoCo arm and camera instead of the real ones.
         port: serial port of the SO-100's servo bus (real arm only).
-        camera: OpenCV device index or path of the camera (real arm only).
+        camera: OpenCV device index or path of the first camera the checkpoint uses (real arm only).
+        wrist_camera: device of its second camera, if it uses one (real arm only; empty = none).
         checkpoint: policy checkpoint, a local folder or a hub id; empty = the shipped default.
         layer_budget: fraction of backbone layers the router may run, in (0, 1].
         arm_model: so100 or so101.
@@ -42,6 +45,7 @@ class BringupArgs:
     sim: bool = True
     port: str = "/dev/ttyACM0"
     camera: str = "0"
+    wrist_camera: str = ""
     checkpoint: str = ""
     layer_budget: float = 0.5
     arm_model: str = "so100"
@@ -99,6 +103,7 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
         return tuple(str(cfg / n) for n in names if (cfg / n).is_file())
 
     checkpoint = args.checkpoint or default_checkpoint()
+    cameras = read_checkpoint_info(checkpoint)
     specs: list[NodeSpec] = []
     if args.sim:
         specs.append(
@@ -108,7 +113,7 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
                 "sim",
                 "so100_driver.sim.sim_node:create_nodes",
                 files("sim.yaml", "arm.yaml"),
-                {"arm_model": args.arm_model},
+                {"arm_model": args.arm_model, "cameras": list(cameras.cameras), **_sim_image_size(cameras)},
                 yaml_keys=("sim", "arm_node"),
                 rename=False,
             )
@@ -124,18 +129,23 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
                 {"port": args.port, "arm_model": args.arm_model},
             )
         )
-        # The camera publishes under camera/ like the sim's, so the policy's topics do not depend on sim:=.
-        specs.append(
-            NodeSpec(
-                PACKAGE,
-                "camera_node",
-                "camera",
-                "mole_vla_ros.nodes.camera_node:CameraNode",
-                files("camera.yaml"),
-                {"device": args.camera},
-                (("image_raw", "camera/image_raw"), ("camera_info", "camera/camera_info")),
+        # One camera node per camera the checkpoint was trained on, each under camera/<name>/ like the sim's.
+        for name, device in zip(cameras.cameras, (args.camera, args.wrist_camera), strict=False):
+            if not device:
+                continue
+            topic = camera_topic(name).rsplit("/", 1)[0]
+            specs.append(
+                NodeSpec(
+                    PACKAGE,
+                    "camera_node",
+                    f"camera_{name}",
+                    "mole_vla_ros.nodes.camera_node:CameraNode",
+                    files("camera.yaml"),
+                    {"device": device},
+                    (("image_raw", f"{topic}/image_raw"), ("camera_info", f"{topic}/camera_info")),
+                    yaml_keys=("camera",),
+                )
             )
-        )
     specs += [
         NodeSpec(
             PACKAGE,
@@ -147,7 +157,7 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
                 "checkpoint": checkpoint,
                 "layer_budget": args.layer_budget,
                 "device": args.device,
-                "image_topics": ["camera/image_raw"],
+                "image_topics": cameras.image_topics,
             },
         ),
         NodeSpec(
@@ -168,6 +178,13 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
         ),
     ]
     return specs
+
+
+def _sim_image_size(cameras: CheckpointInfo) -> dict[str, int]:
+    """Render the sim's cameras at the size the checkpoint was trained on (no resize the policy never saw)."""
+    if cameras.image_hw is None:
+        return {}
+    return {"camera_height": cameras.image_hw[0], "camera_width": cameras.image_hw[1]}
 
 
 def parameters_for(spec: NodeSpec) -> dict[str, Any]:
@@ -244,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim", action="store_true", help="MuJoCo arm and camera instead of the real ones")
     parser.add_argument("--port", default=BringupArgs.port, help="servo bus serial port (real arm)")
     parser.add_argument("--camera", default=BringupArgs.camera, help="OpenCV camera index or path (real arm)")
+    parser.add_argument("--wrist-camera", default="", help="second camera, if the checkpoint uses one (real arm)")
     parser.add_argument("--checkpoint", default="", help="policy folder or hub id (default: the shipped one)")
     parser.add_argument("--layer-budget", type=float, default=BringupArgs.layer_budget, help="fraction in (0, 1]")
     parser.add_argument("--arm-model", default="so100", choices=("so100", "so101"))
@@ -255,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         sim=ns.sim,
         port=ns.port,
         camera=ns.camera,
+        wrist_camera=ns.wrist_camera,
         checkpoint=ns.checkpoint,
         layer_budget=ns.layer_budget,
         arm_model=ns.arm_model,

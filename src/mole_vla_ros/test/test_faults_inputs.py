@@ -71,7 +71,7 @@ class Rig:
         self.chunks: list[ActionChunk] = []
         p = self.probe
         p.create_subscription(ActionChunk, "mole/action_chunk", self.chunks.append, qos.RELIABLE)
-        self.image_pub = p.create_publisher(Image, "camera/image_raw", qos.SENSOR_DATA)
+        self.image_pub = p.create_publisher(Image, "camera/scene/image_raw", qos.SENSOR_DATA)
         self.joint_pub = p.create_publisher(JointState, "/joint_states", qos.RELIABLE)
         self.instruction_pub = p.create_publisher(String, "/mole/instruction", qos.RELIABLE)
         p.create_timer(0.05, self._feed)
@@ -150,7 +150,7 @@ def test_camera_stall_mid_task_stops_inference_and_the_goal_says_why(rig):
     assert len(rig.chunks) == count, "a chunk was computed from a stale image"
     assert wrapped.status == GoalStatus.STATUS_ABORTED and wrapped.result.chunks == count
     reason = wrapped.result.reason
-    assert reason.startswith("time limit") and "camera/image_raw" in reason and "stale" in reason, reason
+    assert reason.startswith("time limit") and "camera/scene/image_raw" in reason and "stale" in reason, reason
     assert feedback[-1].feedback.state == "waiting_for_observation"
     assert time.monotonic() - stalled < 5.0
     rig.camera = lambda stamp: conversions.numpy_to_image(np.full((24, 32, 3), 90, np.uint8), "rgb8", stamp)
@@ -182,11 +182,11 @@ def test_garbage_images_are_refused_with_a_log_and_never_reach_the_model(rig, ca
     rig.camera = camera
     _, result, feedback = rig.send_goal(time_limit=1.0)
     wrapped = _result(result)
-    assert "time limit" in wrapped.result.reason and "no image yet on camera/image_raw" in wrapped.result.reason
+    assert "time limit" in wrapped.result.reason and "no image yet on camera/scene/image_raw" in wrapped.result.reason
     assert not rig.node.policy.images and not rig.chunks
     assert feedback[-1].feedback.state == "waiting_for_observation"
     logged = capfd.readouterr().err
-    assert f"image on camera/image_raw refused: {log}" in logged, logged[-2000:]
+    assert f"image on camera/scene/image_raw refused: {log}" in logged, logged[-2000:]
     rig.camera = _image()  # a good camera again: zeros, rgb8
     _proves_the_node_still_works(rig)
 

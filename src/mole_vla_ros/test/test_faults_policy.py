@@ -98,7 +98,7 @@ class Arm:
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos.RELIABLE)
         n.create_subscription(ActionChunk, "mole/action_chunk", self.chunks.append, qos.RELIABLE)
         self.joint_pub = n.create_publisher(JointState, "/joint_states", qos.RELIABLE)
-        self.image_pub = n.create_publisher(Image, "camera/image_raw", qos.SENSOR_DATA)
+        self.image_pub = n.create_publisher(Image, "camera/scene/image_raw", qos.SENSOR_DATA)
         self.client = ActionClient(n, ExecuteInstruction, "/mole/execute_instruction")
         n.create_timer(0.02, self._publish_state)
         self.executor = MultiThreadedExecutor(num_threads=4)

@@ -72,7 +72,7 @@ class Graph:
         p = self.probe
         p.create_subscription(ActionChunk, "mole/action_chunk", self.chunks.append, qos.RELIABLE)
         p.create_subscription(RouterState, "mole/router_state", self.routers.append, qos.RELIABLE)
-        self.image_pub = p.create_publisher(Image, "camera/image_raw", qos.SENSOR_DATA)
+        self.image_pub = p.create_publisher(Image, "camera/scene/image_raw", qos.SENSOR_DATA)
         self.joint_pub = p.create_publisher(JointState, "/joint_states", qos.RELIABLE)
         self.request_pub = p.create_publisher(Header, "mole/chunk_request", qos.RELIABLE)
         self.instruction_pub = p.create_publisher(String, "/mole/instruction", qos.LATEST_VALUE)

@@ -20,7 +20,7 @@ def test_rviz_shows_robot_camera_and_markers_on_the_suites_topics():
     assert robot["Value"] == "/robot_description" and robot["Durability Policy"] == "Transient Local"
     image = displays["rviz_default_plugins/Image"]["Topic"]
     # The camera publishes sensor-data QoS (best effort): a reliable subscription would never match.
-    assert image["Value"] == "/camera/image_raw" and image["Reliability Policy"] == "Best Effort"
+    assert image["Value"] == "/camera/scene/image_raw" and image["Reliability Policy"] == "Best Effort"
     assert displays["rviz_default_plugins/MarkerArray"]["Topic"]["Value"] == "/mole/markers"
     fixed = config["Visualization Manager"]["Global Options"]["Fixed Frame"]
     assert f'<link name="{fixed}"' in generate_urdf("so100")

@@ -32,9 +32,10 @@ def rig():
     probe = rclpy.create_node("sim_node_probe", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(probe)
-    got: dict = {"image": [], "info": [], "js": [], "success": []}
-    probe.create_subscription(Image, "camera/image_raw", got["image"].append, qos_profile_sensor_data)
-    probe.create_subscription(CameraInfo, "camera/camera_info", got["info"].append, qos_profile_sensor_data)
+    got: dict = {"image": [], "wrist": [], "info": [], "js": [], "success": []}
+    probe.create_subscription(Image, "camera/scene/image_raw", got["image"].append, qos_profile_sensor_data)
+    probe.create_subscription(CameraInfo, "camera/scene/camera_info", got["info"].append, qos_profile_sensor_data)
+    probe.create_subscription(Image, "camera/wrist/image_raw", got["wrist"].append, qos_profile_sensor_data)
     probe.create_subscription(JointState, "joint_states", got["js"].append, JOINT_STATES_QOS)
     probe.create_subscription(Bool, "/mole/task_success", got["success"].append, SUCCESS_QOS)
     rig = {
@@ -68,6 +69,15 @@ def test_camera_publishes_rgb8_images_of_the_configured_size(rig):
     assert pixels.std() > 5, "a blank frame"
     info = got["info"][-1]
     assert (info.width, info.height) == (WIDTH, HEIGHT) and info.k[0] > 0
+    # Both cameras are published, different views of the same instant (one stamp per render).
+    wrist = wait_until(
+        lambda: next((w for w in got["wrist"] if w.header.stamp == image.header.stamp), None),
+        10,
+        rig["spin"],
+        "the wrist image of the same instant",
+    )
+    assert wrist.header.frame_id == "wrist_camera_link" and image.header.frame_id == "scene_camera_link"
+    assert bytes(wrist.data) != bytes(image.data)
     # Images and joint states share the node clock: stamps within a second of each other.
     js_stamp = got["js"][-1].header.stamp
     delta = abs((image.header.stamp.sec + image.header.stamp.nanosec * 1e-9) - (js_stamp.sec + js_stamp.nanosec * 1e-9))

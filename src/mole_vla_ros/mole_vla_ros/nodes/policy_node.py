@@ -32,6 +32,7 @@ from mole_msgs.action import ExecuteInstruction
 from mole_msgs.msg import ActionChunk, RouterState
 from mole_msgs.srv import SetLayerBudget
 from mole_vla_ros import conversions, qos
+from mole_vla_ros.checkpoint_info import read_checkpoint_info
 from mole_vla_ros.execution.observation import ObservationBuffer, StaleObservationError, validate_instruction
 from mole_vla_ros.nodes import _params
 from so100_driver.node_runner import run
@@ -113,7 +114,15 @@ class PolicyNode(Node):
                 ("chunk_size", 0, _params.integer("Actions per chunk; 0 = the checkpoint's.", 0, 1000, True)),
                 ("num_steps", 0, _params.integer("Denoising steps; 0 = the checkpoint's.", 0, 100, True)),
                 ("fps", 30.0, _params.floating("Chunk step rate (action i at stamp + (i+1)/fps), Hz.", 1.0, 200.0)),
-                ("image_topics", ["camera/image_raw"], _params.text("Camera topics, in the policy's order.", True)),
+                (
+                    "image_topics",
+                    Parameter.Type.STRING_ARRAY,
+                    _params.text(
+                        "Camera topics in the policy's input order; unset = camera/<name>/image_raw for each camera "
+                        "the checkpoint was trained on (its dataset.json), else camera/scene/image_raw.",
+                        read_only=True,
+                    ),
+                ),
                 ("max_observation_age", 0.5, _params.floating("Older inputs are not used, s.", 0.01, 60.0)),
                 ("time_limit", 60.0, _params.floating("Default task time limit, s.", 0.1, 86400.0)),
             ],
@@ -174,11 +183,13 @@ class PolicyNode(Node):
     # ---- parameters ----
 
     def _read_params(self) -> PolicyParams:
-        topics = tuple(self.get_parameter("image_topics").value)
+        checkpoint = self.get_parameter("checkpoint").value
+        derived = Parameter("image_topics", value=read_checkpoint_info(checkpoint).image_topics)
+        topics = tuple(self.get_parameter_or("image_topics", derived).value)
         if not topics or len(set(topics)) != len(topics):
             raise ValueError(f"image_topics must be distinct non-empty topic names, got {list(topics)}")
         return PolicyParams(
-            checkpoint=self.get_parameter("checkpoint").value,
+            checkpoint=checkpoint,
             device=self.get_parameter("device").value,
             chunk_size=self.get_parameter("chunk_size").value,
             num_steps=self.get_parameter("num_steps").value,

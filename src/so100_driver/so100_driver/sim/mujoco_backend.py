@@ -21,9 +21,9 @@ from so100_driver.sim.tasks import Task
 
 @dataclass(frozen=True)
 class Frame:
-    """A rendered camera image and when it was taken: `stamp_ns` on the caller's clock, `sim_time` in s."""
+    """The cameras' images rendered at one sim instant: `stamp_ns` on the caller's clock, `sim_time` in s."""
 
-    image: np.ndarray  # (H, W, 3) uint8
+    images: dict[str, np.ndarray]  # camera name -> (H, W, 3) uint8
     stamp_ns: int
     sim_time: float
     index: int
@@ -33,7 +33,7 @@ class MujocoBackend:
     """The sim arm, stepping at `config.control_hz` x `real_time_factor` in a background thread.
 
     Args:
-        config: the SimEnv settings (arm, physics rate, camera size; its first camera is rendered).
+        config: the SimEnv settings (arm, physics rate, the cameras to render and their size).
         seed: seed of the first episode.
         real_time_factor: sim seconds per wall second (1.0 = real time).
         camera_fps: camera frames per sim second (0 = no camera).
@@ -149,7 +149,7 @@ class MujocoBackend:
 
     def _run(self) -> None:
         env = self.env
-        camera = env.config.cameras[0] if env.config.cameras and self.camera_fps > 0 else None
+        cameras = env.config.cameras if self.camera_fps > 0 else ()
         period = env.dt / self.real_time_factor
         next_frame_time = 0.0
         frames = 0
@@ -159,10 +159,10 @@ class MujocoBackend:
                 with self._lock:
                     env.advance(env.substeps)
                     self.steps += 1
-                    render = camera is not None and env.time >= next_frame_time - 1e-9
+                    render = bool(cameras) and env.time >= next_frame_time - 1e-9
                     if render:
-                        image = env.render(camera)
-                        self._frame = Frame(image, self.clock_ns(), env.time, frames)
+                        images = {name: env.render(name) for name in cameras}
+                        self._frame = Frame(images, self.clock_ns(), env.time, frames)
                         frames += 1
                         next_frame_time = env.time + 1.0 / self.camera_fps
                         self._frame_ready.notify_all()

@@ -2,8 +2,9 @@
 
 Runs `ArmNode` (joint_states, joint_trajectory_controller/joint_trajectory, joint_command, torque/stop services)
 over a `MujocoBackend`, and beside it `SimNode`:
-- publishes `camera/image_raw` (sensor_msgs/Image, rgb8) and `camera/camera_info`, sensor-data QoS, stamped on
-  the node clock, the clock of joint_states;
+- publishes, for each MJCF camera in `cameras`, `camera/<name>/image_raw` (sensor_msgs/Image, rgb8) and
+  `camera/<name>/camera_info`, sensor-data QoS, stamped on the node clock, the clock of joint_states (every camera's
+  frame of one instant carries the same stamp);
 - subscribes `mole/active_instruction` (std_msgs/String, latched; the policy node publishes the task it executes,
   whether it came as a goal or on /mole/instruction): the text picks the task whose success is detected;
 - publishes `/mole/task_success` (std_msgs/Bool, reliable) at `success_rate` Hz;
@@ -57,11 +58,19 @@ def _int(description: str, low: int, high: int) -> ParameterDescriptor:
 PARAMETERS = [
     ("seed", 0, _int("seed of the first episode (cube placement, task)", 0, 2**31 - 1)),
     ("arm_model", "so100", ParameterDescriptor(description="so100 or so101", read_only=True)),
-    ("camera_name", "scene", ParameterDescriptor(description="MJCF camera to publish: scene or wrist", read_only=True)),
+    (
+        "cameras",
+        ["scene", "wrist"],
+        ParameterDescriptor(description="MJCF cameras to publish (scene, wrist), in order", read_only=True),
+    ),
     ("camera_width", 224, _int("image width, px", 16, 1280)),
     ("camera_height", 224, _int("image height, px", 16, 960)),
     ("camera_fps", 30.0, _float("image rate, frames per sim second (0 = no camera)", 0.0, 120.0)),
-    ("camera_frame_id", "camera_link", ParameterDescriptor(description="header.frame_id of images", read_only=True)),
+    (
+        "camera_frame_id",
+        "camera_link",
+        ParameterDescriptor(description="images carry frame_id <camera>_<camera_frame_id>", read_only=True),
+    ),
     ("sim_rate", 100.0, _float("sim loop rate: physics advanced in steps of 1/sim_rate s, Hz", 5.0, 500.0)),
     ("real_time_factor", 1.0, _float("sim seconds per wall second", 0.01, 100.0)),
     ("success_rate", 5.0, _float("/mole/task_success publish rate, Hz", 0.1, 100.0)),
@@ -73,7 +82,7 @@ PARAMETERS = [
 class SimNodeConfig:
     seed: int
     arm_model: str
-    camera_name: str
+    cameras: list[str]
     camera_width: int
     camera_height: int
     camera_fps: float
@@ -97,7 +106,7 @@ class SimNode(Node):
             SimConfig(
                 arm=cfg.arm_model,
                 control_hz=cfg.sim_rate,
-                cameras=(cfg.camera_name,) if cfg.camera_fps > 0 else (),
+                cameras=tuple(cfg.cameras) if cfg.camera_fps > 0 else (),
                 width=cfg.camera_width,
                 height=cfg.camera_height,
                 time_limit=cfg.time_limit,
@@ -108,13 +117,19 @@ class SimNode(Node):
             clock_ns=lambda: clock.now().nanoseconds,
         )
         self.on_reset: list = []  # callables run after sim/reset (create_nodes re-syncs the ArmNode)
-        self.image_pub = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
-        self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", qos_profile_sensor_data)
+        self.image_pubs = {
+            name: self.create_publisher(Image, f"camera/{name}/image_raw", qos_profile_sensor_data)
+            for name in cfg.cameras
+        }
+        self.info_pubs = {
+            name: self.create_publisher(CameraInfo, f"camera/{name}/camera_info", qos_profile_sensor_data)
+            for name in cfg.cameras
+        }
         self.success_pub = self.create_publisher(Bool, "/mole/task_success", SUCCESS_QOS)
         self.create_subscription(String, "mole/active_instruction", self._on_instruction, INSTRUCTION_QOS)
         self.create_service(Trigger, "sim/reset", self._on_reset)
         self.create_timer(1.0 / cfg.success_rate, self._publish_success)
-        self._camera_info = self._make_camera_info()
+        self._camera_infos = {name: self._make_camera_info(name) for name in cfg.cameras}
         self._instruction: str | None = None
         self._stop = threading.Event()
         self._camera_thread = None
@@ -123,20 +138,20 @@ class SimNode(Node):
             self._camera_thread = threading.Thread(target=self._camera_loop, name="sim-camera", daemon=True)
             self._camera_thread.start()
         self.get_logger().info(
-            f"sim up: {cfg.arm_model}, seed {cfg.seed}, camera {cfg.camera_name} {cfg.camera_width}x"
+            f"sim up: {cfg.arm_model}, seed {cfg.seed}, cameras {', '.join(cfg.cameras)} {cfg.camera_width}x"
             f"{cfg.camera_height} @ {cfg.camera_fps:g} fps, real-time factor {cfg.real_time_factor:g}, "
             f"task '{self.backend.instruction}'"
         )
 
-    def _make_camera_info(self) -> CameraInfo:
+    def _make_camera_info(self, name: str) -> CameraInfo:
         cfg = self.config
         model = self.backend.env.model
-        fovy = math.radians(float(model.cam_fovy[model.camera(cfg.camera_name).id]))
+        fovy = math.radians(float(model.cam_fovy[model.camera(name).id]))
         # MuJoCo's pinhole: fovy spans the image height, square pixels, principal point at the centre.
         f = 0.5 * cfg.camera_height / math.tan(fovy / 2)
         cx, cy = (cfg.camera_width - 1) / 2, (cfg.camera_height - 1) / 2
         info = CameraInfo(width=cfg.camera_width, height=cfg.camera_height, distortion_model="plumb_bob")
-        info.header.frame_id = cfg.camera_frame_id
+        info.header.frame_id = f"{name}_{cfg.camera_frame_id}"
         info.d = [0.0] * 5
         info.k = [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0]
         info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
@@ -154,14 +169,16 @@ class SimNode(Node):
 
     def _publish_frame(self, frame: Frame) -> None:
         cfg = self.config
-        msg = Image(height=cfg.camera_height, width=cfg.camera_width, encoding="rgb8", is_bigendian=0)
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(frame.stamp_ns, 1_000_000_000)
-        msg.header.frame_id = cfg.camera_frame_id
-        msg.step = cfg.camera_width * 3
-        msg.data = frame.image.tobytes()
-        self._camera_info.header.stamp = msg.header.stamp
-        self.image_pub.publish(msg)
-        self.info_pub.publish(self._camera_info)
+        for name, image in frame.images.items():
+            msg = Image(height=cfg.camera_height, width=cfg.camera_width, encoding="rgb8", is_bigendian=0)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(frame.stamp_ns, 1_000_000_000)
+            msg.header.frame_id = f"{name}_{cfg.camera_frame_id}"
+            msg.step = cfg.camera_width * 3
+            msg.data = image.tobytes()
+            info = self._camera_infos[name]
+            info.header.stamp = msg.header.stamp
+            self.image_pubs[name].publish(msg)
+            self.info_pubs[name].publish(info)
 
     def _on_instruction(self, msg: String) -> None:
         try:
