@@ -73,7 +73,7 @@ class Probe:
 def session(tmp_path_factory):
     root = tmp_path_factory.mktemp("rec") / "ds"
     args = ["--ros-args", "-p", f"root:={root}", "-p", f"fps:={FPS}", "-p", f"task:={TASK}"]
-    args += ["-p", "latency:=0.3", "-p", "status_rate:=20.0"]
+    args += ["-p", "latency:=1.0", "-p", "status_rate:=20.0"]
     out: dict = {"root": root}
     with NodeProcess("mole_vla_ros.nodes.recorder_node", args) as proc, rclpy.init():
         probe = Probe()
@@ -94,7 +94,7 @@ def session(tmp_path_factory):
         assert probe.call("start").success, proc.tail()
         out["samples"] = samples = streams(time.time() + 0.2, 1.5)
         probe.play(samples)
-        probe.spin_until(lambda: probe.received(samples), 10.0, f"all samples at the recorder\n{proc.tail()}")
+        probe.spin_until(lambda: probe.received(samples), 30.0, f"all samples at the recorder\n{proc.tail()}")
         out["status_recording"] = probe.status[-1]
         out["stop"] = probe.call("stop")
         probe.spin_until(lambda: probe.status[-1]["state"] == "idle", 5.0, "idle status")
@@ -103,7 +103,7 @@ def session(tmp_path_factory):
         # A third episode, killed mid-way: the dataset must still load with episode 0 alone.
         assert probe.call("start").success, proc.tail()
         probe.play(streams(time.time() + 0.2, 0.8))
-        probe.spin_until(lambda: probe.status[-1].get("frames", 0) >= 5, 10.0, f"frames\n{proc.tail()}")
+        probe.spin_until(lambda: probe.status[-1].get("frames", 0) >= 5, 30.0, f"frames\n{proc.tail()}")
         out["partial_files"] = sorted(p.name for p in (root / ".partial").iterdir())
         proc.kill()
         out["log"] = proc.tail(200)
@@ -161,3 +161,21 @@ def test_a_bag_of_the_same_messages_converts_to_the_same_dataset(session, tmp_pa
         np.testing.assert_array_equal(getattr(bag, key), getattr(live, key), err_msg=key)
     assert bag.tasks == live.tasks
     assert np.abs(bag.frames("scene").astype(int) - live.frames("scene")).mean() < 1
+
+
+def test_the_keyboard_helper_calls_the_services(tmp_path):
+    import subprocess
+
+    args = ["--ros-args", "-p", f"root:={tmp_path / 'ds'}", "-p", f"task:={TASK}"]
+    with NodeProcess("mole_vla_ros.nodes.recorder_node", args) as proc:
+        # Keys from a pipe: start (refused: no camera yet), discard (refused: not recording), quit.
+        done = subprocess.run(
+            [sys.executable, "-m", "mole_vla_ros.tools.record_keys", "--wait", "30"],
+            input="sdq",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr + proc.tail()
+    assert "[start] refused: no image yet on camera/image_raw" in done.stdout, done.stdout
+    assert "[discard] refused: not recording (saved episodes are final)" in done.stdout, done.stdout

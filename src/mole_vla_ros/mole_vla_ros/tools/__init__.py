@@ -1,0 +1,1 @@
+"""Terminal helpers around the nodes (keyboard control of the recorder)."""
