@@ -367,6 +367,12 @@ class ArmNode(Node):
         )
 
     # -- exit -------------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """End the control thread (node_runner calls this before the executor stops); the servos keep their goal."""
+        loop = getattr(self, "loop", None)
+        if loop is not None:
+            loop.stop()
+
     def destroy_node(self) -> None:
         """Hold, then release torque if configured, then close the backend: on every exit path."""
         controller = getattr(self, "controller", None)  # absent when the constructor failed before it

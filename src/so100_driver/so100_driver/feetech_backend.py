@@ -71,9 +71,18 @@ class FeetechBackend:
         return backend
 
     # -- setup ----------------------------------------------------------------------------------------------------
-    def check_servos(self) -> None:
-        """Raise BackendError listing every servo that is missing or is not an STS3215."""
+    def check_servos(self, rounds: int = 3) -> None:
+        """Raise BackendError listing every servo that is missing or is not an STS3215.
+
+        A servo missing in one round is asked again (up to `rounds`): a reply lost to a busy USB adapter or a
+        starved CPU just after opening must not abort the start, a servo that is really absent still does.
+        """
         found = self.bus.identify(self.ids)
+        for _ in range(rounds - 1):
+            missing = [i for i, model in found.items() if model is None]
+            if not missing:
+                break
+            found.update(self.bus.identify(missing))
         problems = []
         for servo_id, model in found.items():
             name = self._name_of[servo_id]

@@ -155,10 +155,14 @@ class LeaderNode(Node):
             array.status.append(status)
         self.diagnostics_pub.publish(array)
 
-    def destroy_node(self) -> None:
+    def stop(self) -> None:
+        """End the reading thread (node_runner calls this before the executor stops)."""
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
+
+    def destroy_node(self) -> None:
+        self.stop()
         self.leader.close()
         super().destroy_node()
 
