@@ -37,6 +37,7 @@ setup(
     entry_points={
         "console_scripts": [
             "arm_node = so100_driver.arm_node:main",
+            "leader_node = so100_driver.leader_node:main",
             "calibrate = so100_driver.calibrate:main",
             "sim_node = so100_driver.sim.sim_node:main",
         ],

@@ -1,34 +1,5 @@
-"""The named QoS profiles of the suite, chosen by intent once; nodes take these, they never build their own.
+"""The suite's named QoS profiles (defined once in so100_driver.qos, which the driver and the sim use too)."""
 
-- SENSOR_DATA: camera images. Best effort, shallow: a late frame is worthless, a retransmitted one is worse.
-- RELIABLE: commands, action chunks, chunk requests, joint states. Every message counts, so reliable with a
-  short queue (depth 10) that absorbs a burst without hiding a stalled reader for long.
-- LATEST_VALUE: topics whose last value is the state (the instruction, robot_description). Transient local with
-  depth 1 so a node that starts late still receives the value published before it joined.
-"""
+from so100_driver.qos import LATEST_VALUE, RELIABLE, SENSOR_DATA
 
-from __future__ import annotations
-
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-)
-
-SENSOR_DATA: QoSProfile = qos_profile_sensor_data
-
-RELIABLE: QoSProfile = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=10,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.VOLATILE,
-)
-
-LATEST_VALUE: QoSProfile = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
+__all__ = ["LATEST_VALUE", "RELIABLE", "SENSOR_DATA"]

@@ -14,24 +14,26 @@ Run against a serial port: `python -m so100_driver.arm_node --ros-args -p port:=
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from so100_driver import params, qos
 from so100_driver.arm import ArmController, CommandRejectedError, ControlLoop, StepResult
 from so100_driver.backend import BackendError, JointBackend
 from so100_driver.follow_trajectory import trajectory_from_message
 from so100_driver.joints import joints_for
+from so100_driver.node_runner import run
 from so100_driver.safety import SafetyLayer, SafetyLimits
 
 try:  # Only in full ROS installs; the adapter below is a thin shell over follow_trajectory.
@@ -42,17 +44,13 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 # joint_states is consumed by robot_state_publisher, whose subscription is RELIABLE: a best-effort
 # (sensor-data) publisher would not match it and rviz would show nothing. Depth 10 absorbs a slow consumer.
-JOINT_STATES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+JOINT_STATES_QOS = qos.RELIABLE
 # Commands must not be dropped silently: reliable, depth 10.
-COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+COMMAND_QOS = qos.RELIABLE
 
 
 def _float(description: str, low: float, high: float) -> ParameterDescriptor:
-    return ParameterDescriptor(
-        description=description,
-        floating_point_range=[FloatingPointRange(from_value=low, to_value=high, step=0.0)],
-        read_only=True,
-    )
+    return params.floating(description, low, high, read_only=True)
 
 
 PARAMETERS = [
@@ -389,25 +387,16 @@ class ArmNode(Node):
             super().destroy_node()
 
 
+def _executor(nodes: Sequence[Node]) -> Executor:
+    # rclpy's MultiThreadedExecutor hands every callback to a pool thread: one more wake-up between a command and
+    # the bus. Only the action server (a long-running execute callback) needs it.
+    if any(getattr(node, "has_action_server", False) for node in nodes):
+        return MultiThreadedExecutor(num_threads=3)
+    return SingleThreadedExecutor()
+
+
 def main(args: list[str] | None = None) -> int:
-    try:
-        with rclpy.init(args=args):
-            node = ArmNode()
-            # rclpy's MultiThreadedExecutor hands every callback to a pool thread: one more wake-up between a
-            # command and the bus. Only the action server (a long-running execute callback) needs it.
-            executor = MultiThreadedExecutor(num_threads=3) if node.has_action_server else SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                executor.shutdown()
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except BackendError as exc:
-        print(f"arm_node: {exc}", flush=True)
-        return 1
-    return 0
+    return run(ArmNode, args, executor=_executor, fatal=(BackendError,))
 
 
 if __name__ == "__main__":

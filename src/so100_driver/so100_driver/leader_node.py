@@ -16,10 +16,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
@@ -27,6 +26,7 @@ from so100_driver.arm_node import COMMAND_QOS, JOINT_STATES_QOS
 from so100_driver.backend import BackendError, JointReading
 from so100_driver.joints import joints_for
 from so100_driver.leader import LeaderArm
+from so100_driver.node_runner import run
 
 PARAMETERS = [
     ("port", "/dev/ttyACM1", ParameterDescriptor(description="serial port of the leader's servo bus", read_only=True)),
@@ -168,22 +168,9 @@ class LeaderNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    try:
-        with rclpy.init(args=args):
-            node = LeaderNode()
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                executor.shutdown()
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (BackendError, ValueError, FileNotFoundError) as exc:
-        print(f"leader_node: {exc}", flush=True)
-        return 1
-    return 0
+    return run(
+        LeaderNode, args, executor=lambda _nodes: SingleThreadedExecutor(), fatal=(BackendError, ValueError, OSError)
+    )
 
 
 if __name__ == "__main__":

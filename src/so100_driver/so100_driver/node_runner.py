@@ -4,22 +4,29 @@ rclpy's default SIGINT handler invalidates the context at once, while a node's o
 loop, the policy's inference worker, the sim's physics) may still publish or touch the hardware; that ends in
 errors or a crash. Here SIGINT only ends the spin; then each node's `stop()` (if it has one) runs, the executor
 shuts down, and the nodes are destroyed in reverse order of creation (so an arm created first holds and releases
-its hardware last).
+its hardware last). A start-up failure the node reports as one of `fatal` exceptions becomes one clear line and
+exit code 1 instead of a traceback.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
+ExecutorFactory = Callable[[Sequence[Node]], Executor]
 
-def spin_until_shutdown(nodes: Sequence[Node], num_threads: int | None = None) -> None:
-    """Spin `nodes` in one MultiThreadedExecutor until interrupted, then stop and destroy them in order."""
-    executor = MultiThreadedExecutor(num_threads=num_threads or max(2, len(nodes) + 2))
+
+def multi_threaded(num_threads: int | None = None) -> ExecutorFactory:
+    return lambda nodes: MultiThreadedExecutor(num_threads=num_threads or max(2, len(nodes) + 2))
+
+
+def spin_until_shutdown(nodes: Sequence[Node], executor: Executor) -> None:
+    """Spin `nodes` on `executor` until interrupted, then stop and destroy them in order."""
     try:
         for node in nodes:
             executor.add_node(node)
@@ -37,11 +44,23 @@ def spin_until_shutdown(nodes: Sequence[Node], num_threads: int | None = None) -
 
 
 def run(
-    create: Callable[[], Node | Sequence[Node]], args: list[str] | None = None, num_threads: int | None = None
+    create: Callable[[], Node | Sequence[Node]],
+    args: list[str] | None = None,
+    num_threads: int | None = None,
+    executor: ExecutorFactory | None = None,
+    fatal: tuple[type[BaseException], ...] = (),
 ) -> int:
-    """rclpy.init (without rclpy's SIGINT handler), create the node(s), spin until Ctrl-C, shut down in order."""
-    with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
-        made = create()
-        nodes = [made] if isinstance(made, Node) else list(made)
-        spin_until_shutdown(nodes, num_threads)
+    """rclpy.init (without rclpy's SIGINT handler), create the node(s), spin until Ctrl-C, shut down in order.
+
+    `executor` picks the executor from the created nodes (default: multi-threaded with `num_threads`).
+    """
+    name = getattr(create, "__name__", "node")
+    try:
+        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+            made = create()
+            nodes = [made] if isinstance(made, Node) else list(made)
+            spin_until_shutdown(nodes, (executor or multi_threaded(num_threads))(nodes))
+    except fatal as exc:
+        print(f"{name}: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0

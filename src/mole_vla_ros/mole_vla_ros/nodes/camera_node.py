@@ -15,7 +15,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from mole_vla_ros import conversions, qos
-from mole_vla_ros.nodes import _params
+from so100_driver import params as _params
 from so100_driver.node_runner import run
 
 ENCODINGS = ("rgb8", "bgr8", "mono8")

@@ -30,7 +30,7 @@ from trajectory_msgs.msg import JointTrajectory
 from mole_msgs.msg import ActionChunk
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig
-from mole_vla_ros.nodes import _params
+from so100_driver import params as _params
 from so100_driver.joints import JOINT_NAMES
 from so100_driver.node_runner import run
 

@@ -19,7 +19,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from mole_msgs.msg import ActionChunk, RouterState
 from mole_vla_ros import conversions, qos
-from mole_vla_ros.nodes import _params
+from so100_driver import params as _params
 from so100_driver.node_runner import run
 
 try:  # the SIM helper's kinematics; without it the monitor still shows the router and diagnostics

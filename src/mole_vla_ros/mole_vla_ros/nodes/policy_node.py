@@ -34,7 +34,7 @@ from mole_msgs.srv import SetLayerBudget
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.checkpoint_info import read_checkpoint_info
 from mole_vla_ros.execution.observation import ObservationBuffer, StaleObservationError, validate_instruction
-from mole_vla_ros.nodes import _params
+from so100_driver import params as _params
 from so100_driver.node_runner import run
 
 

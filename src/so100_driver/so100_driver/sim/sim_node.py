@@ -19,40 +19,28 @@ import math
 import threading
 from dataclasses import dataclass
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
+from so100_driver import params, qos
 from so100_driver.node_runner import run
 from so100_driver.sim.env import SimConfig
 from so100_driver.sim.mujoco_backend import Frame, MujocoBackend
 
-# The same intents as mole_vla_ros.qos (this package cannot import it): the instruction is a latched value,
-# the verdict a reliable stream, images best effort.
-INSTRUCTION_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
-SUCCESS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# The active instruction is a latched value, the verdict a reliable stream, images best effort.
+INSTRUCTION_QOS = qos.LATEST_VALUE
+SUCCESS_QOS = qos.RELIABLE
 
 
 def _float(description: str, low: float, high: float, read_only: bool = True) -> ParameterDescriptor:
-    return ParameterDescriptor(
-        description=description,
-        floating_point_range=[FloatingPointRange(from_value=low, to_value=high, step=0.0)],
-        read_only=read_only,
-    )
+    return params.floating(description, low, high, read_only=read_only)
 
 
 def _int(description: str, low: int, high: int) -> ParameterDescriptor:
-    return ParameterDescriptor(
-        description=description, integer_range=[IntegerRange(from_value=low, to_value=high, step=0)], read_only=True
-    )
+    return params.integer(description, low, high, read_only=True)
 
 
 PARAMETERS = [
@@ -118,11 +106,10 @@ class SimNode(Node):
         )
         self.on_reset: list = []  # callables run after sim/reset (create_nodes re-syncs the ArmNode)
         self.image_pubs = {
-            name: self.create_publisher(Image, f"camera/{name}/image_raw", qos_profile_sensor_data)
-            for name in cfg.cameras
+            name: self.create_publisher(Image, f"camera/{name}/image_raw", qos.SENSOR_DATA) for name in cfg.cameras
         }
         self.info_pubs = {
-            name: self.create_publisher(CameraInfo, f"camera/{name}/camera_info", qos_profile_sensor_data)
+            name: self.create_publisher(CameraInfo, f"camera/{name}/camera_info", qos.SENSOR_DATA)
             for name in cfg.cameras
         }
         self.success_pub = self.create_publisher(Bool, "/mole/task_success", SUCCESS_QOS)
