@@ -17,7 +17,7 @@ from so100_driver.joints import JOINT_NAMES
 
 FPS = 15
 SIZE = (48, 64)
-TOPICS = {"scene": "/camera/image_raw", "state": "/joint_states", "action": "/leader/joint_states"}
+TOPICS = {"scene": "/camera/scene/image_raw", "state": "/joint_states", "action": "/leader/joint_states"}
 TYPES = {
     "scene": "sensor_msgs/msg/Image",
     "state": "sensor_msgs/msg/JointState",

@@ -97,7 +97,7 @@ def session(tmp_path_factory):
         probe.spin_until(lambda: probe.received(samples), 30.0, f"all samples at the recorder\n{proc.tail()}")
         out["status_recording"] = probe.status[-1]
         out["stop"] = probe.call("stop")
-        probe.spin_until(lambda: probe.status[-1]["state"] == "idle", 5.0, "idle status")
+        probe.spin_until(lambda: probe.status[-1]["episodes_saved"] == 1, 5.0, "status after the save")
         out["status_idle"] = probe.status[-1]
 
         # A third episode, killed mid-way: the dataset must still load with episode 0 alone.
@@ -112,7 +112,7 @@ def session(tmp_path_factory):
 
 
 def test_start_stop_discard_answer_clearly(session):
-    assert not session["no_image"].success and "no image yet on camera/image_raw" in session["no_image"].message
+    assert not session["no_image"].success and "no image yet on camera/scene/image_raw" in session["no_image"].message
     assert session["discard"].success and session["discard"].message == "episode discarded"
     assert not session["stop_idle"].success and session["stop_idle"].message == "not recording"
     stop = session["stop"]
@@ -177,5 +177,5 @@ def test_the_keyboard_helper_calls_the_services(tmp_path):
             timeout=60,
         )
         assert done.returncode == 0, done.stderr + proc.tail()
-    assert "[start] refused: no image yet on camera/image_raw" in done.stdout, done.stdout
+    assert "[start] refused: no image yet on camera/scene/image_raw" in done.stdout, done.stdout
     assert "[discard] refused: not recording (saved episodes are final)" in done.stdout, done.stdout

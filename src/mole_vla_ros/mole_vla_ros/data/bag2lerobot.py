@@ -6,7 +6,7 @@ them on arrival, so a bag of the messages the recorder received gives the record
 
 Topics, fps and the task come from arguments or a YAML file with the same keys (arguments win):
 
-    cameras: {scene: /camera/image_raw}      # dataset camera name: image topic
+    cameras: {scene: /camera/scene/image_raw}      # dataset camera name: image topic
     joint_states: /joint_states
     action: /leader/joint_states             # or /joint_command when a policy ran
     fps: 30
@@ -50,7 +50,7 @@ class BagError(ValueError):
 class BagSpec:
     """What to read from the bags and how to align it (defaults: config/recorder.yaml's)."""
 
-    cameras: dict[str, str] = field(default_factory=lambda: {"scene": "/camera/image_raw"})
+    cameras: dict[str, str] = field(default_factory=lambda: {"scene": "/camera/scene/image_raw"})
     joint_states: str = "/joint_states"
     action: str = "/leader/joint_states"
     fps: int = 30

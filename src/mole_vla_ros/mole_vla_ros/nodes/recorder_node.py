@@ -33,7 +33,7 @@ from std_srvs.srv import Trigger
 from mole_vla_ros import qos
 from mole_vla_ros.data.align import Frame, FrameAligner, image_rgb, joint_positions, stamp_seconds
 from mole_vla_ros.data.lerobot_dataset import DatasetError, LeRobotDatasetWriter
-from mole_vla_ros.nodes import _params
+from so100_driver import params as _params
 from so100_driver.joints import JOINT_NAMES
 from so100_driver.node_runner import run
 
@@ -65,7 +65,11 @@ class RecorderNode(Node):
             "",
             [
                 ("root", "", _params.text("New dataset folder (required; must not hold a dataset).", read_only=True)),
-                ("camera_topics", ["camera/image_raw"], _params.text("Image topics, one per camera.", read_only=True)),
+                (
+                    "camera_topics",
+                    ["camera/scene/image_raw"],
+                    _params.text("Image topics, one per camera.", read_only=True),
+                ),
                 ("camera_names", ["scene"], _params.text("Dataset camera names, one per topic.", read_only=True)),
                 ("joint_states_topic", "joint_states", _params.text("Observed joint state.", read_only=True)),
                 (
@@ -196,11 +200,10 @@ class RecorderNode(Node):
             if not self._aligner.running:
                 return _answer(response, False, "not recording")
             frames = self._aligner.end(self._now())
-            stats = self._aligner.stats.as_dict()
+            stats = self._last_stats = self._aligner.stats.as_dict()  # the status shows this episode from now on
         for frame in frames:
             self._queue.put(("frame", (frame, self._episode_task)))
         result = self._call_writer("save")
-        self._last_stats = stats
         if isinstance(result, Exception):
             return _answer(response, False, f"episode not saved: {result} (dropped {stats['dropped']} frames)")
         message = (
