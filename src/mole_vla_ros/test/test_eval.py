@@ -12,7 +12,7 @@ import torch
 from mole_vla_ros.policy import MoLeConfig, MoLePolicy
 from mole_vla_ros.train import evaluate
 from mole_vla_ros.train.checkpoint import write_policy_folder
-from mole_vla_ros.train.rollout import FixedScorer, layer_mode, observation_batch, wilson_interval
+from mole_vla_ros.train.rollout import layer_mode, observation_batch, wilson_interval
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -94,20 +94,21 @@ def test_static_forces_the_first_layers_and_random_varies_with_the_seed():
         "instruction": ["pick up the red cube"] * 3,
         "state": torch.zeros(3, 6),
     }
-    router = policy.router
-    with layer_mode(policy, "static", 0.5) as budget:
-        pred = policy.predict_action_chunk(batch, budget=budget)
+    calls = []
+    policy.router.register_forward_hook(lambda *_: calls.append(1))
+    static = layer_mode(policy, "static", 0.5)
+    pred = policy.predict_action_chunk(batch, **static.kwargs(3))
     assert pred.active_mask.tolist() == [[True, True, False, False]] * 3
-    assert policy.router is router  # restored
-    with layer_mode(policy, "random", 0.5, seed=1) as budget:
-        masks = {tuple(policy.predict_action_chunk(batch, budget=budget).active_mask[0].tolist()) for _ in range(12)}
-    assert len(masks) > 1 and all(sum(m) == 2 for m in masks)
-    with layer_mode(policy, "full", 0.25) as budget:
-        assert budget == 1.0
-    with pytest.raises(ValueError, match="unknown mode"), layer_mode(policy, "oracle", 0.5):
-        pass
-    with pytest.raises(ValueError):
-        FixedScorer(4, "mole")
+    assert not calls  # a forced mask does not run the router
+    random = layer_mode(policy, "random", 0.5, seed=1)
+    masks = [tuple(policy.predict_action_chunk(batch, **random.kwargs(3)).active_mask[0].tolist()) for _ in range(12)]
+    assert len(set(masks)) > 1 and all(sum(m) == 2 for m in masks)
+    again = layer_mode(policy, "random", 0.5, seed=1)  # same seed, same draws: rows are reproducible
+    assert masks == [tuple(again.kwargs(3)["active_mask"][0].tolist()) for _ in range(12)]
+    assert layer_mode(policy, "full", 0.25).kwargs(1) == {"budget": 1.0}
+    assert layer_mode(policy, "mole", 0.25).kwargs(1) == {"budget": 0.25}
+    with pytest.raises(ValueError, match="unknown mode"):
+        layer_mode(policy, "oracle", 0.5)
 
 
 def test_wilson_interval_matches_known_values():
@@ -149,8 +150,9 @@ def test_heldout_action_error_is_reproducible_and_excludes_padded_steps():
 
     data = synthetic_dataset(episodes=2, frames=3, size=32)  # chunks of 8 from 3-frame episodes: mostly padding
     policy = MoLePolicy(MoLeConfig.preset("tiny")).eval()
-    first = heldout_action_error(policy, data, budget=0.5, stride=len(data), seed=0)  # frame 0 only
-    assert heldout_action_error(policy, data, budget=0.5, stride=len(data), seed=0) == first
+    mole = layer_mode(policy, "mole", 0.5)
+    first = heldout_action_error(policy, data, mole, stride=len(data), seed=0)  # frame 0 only
+    assert heldout_action_error(policy, data, mole, stride=len(data), seed=0) == first
     torch.manual_seed(0)
     batch = data.batch([0], policy.config.chunk_size)
     pred = policy.predict_action_chunk(batch, budget=0.5).actions

@@ -85,6 +85,33 @@ def test_skipped_layers_are_not_executed(skip_mode):
         assert expert_mlp == [cfg.num_steps] * policy.num_layers
 
 
+def test_forced_mask_runs_exactly_those_layers_without_the_router():
+    policy = tiny_policy()
+    router_calls, _ = _count_calls([policy.router])
+    vlm_mlp, _ = _count_calls([layer.mlp for layer in policy.backbone.layers])
+    batch = make_batch(policy, batch=2)
+    mask = torch.tensor([False, True, False, True])
+    pred = policy.predict_action_chunk(batch, noise=fixed_noise(policy, 2), active_mask=mask)
+    assert pred.active_mask.tolist() == [mask.tolist()] * 2
+    assert vlm_mlp == [0, 1, 0, 1] and router_calls == [0]
+    assert pred.flops_fraction == pytest.approx(policy.predict_action_chunk(batch, budget=0.5).flops_fraction)
+    # The same layers through the router give the same chunk: the forced path is the routed path minus the router.
+    force_router(policy, torch.tensor([[0.1, 0.4, 0.1, 0.4]] * 2))
+    routed = policy.predict_action_chunk(batch, budget=0.5, noise=fixed_noise(policy, 2))
+    torch.testing.assert_close(routed.actions, pred.actions)
+    rows = torch.tensor([[True, False, False, False], [True, True, True, True]])
+    assert policy.predict_action_chunk(batch, active_mask=rows).active_mask.tolist() == rows.tolist()
+    for bad, match in [
+        (mask.float(), "bool"),
+        (torch.ones(3, dtype=torch.bool), "active_mask must be"),
+        (torch.zeros(4, dtype=torch.bool), "at least one layer"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            policy.predict_action_chunk(batch, active_mask=bad)
+    with pytest.raises(ValueError, match="not both"):
+        policy.predict_action_chunk(batch, budget=0.5, active_mask=mask)
+
+
 def test_mixed_batch_runs_each_layer_only_for_rows_that_keep_it():
     policy = tiny_policy()
     force_router(policy, torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4]]))

@@ -77,12 +77,14 @@ def test_policy_cogkd_zero_at_full_budget_positive_when_routed(kd_target):
 
 def test_ema_teacher_follows_the_student():
     policy = tiny_policy(ema_decay=0.5).train()
+    assert policy.teacher is None  # until the first update: the live backbone teaches
     policy.update_teacher()
-    first = next(policy._teacher.parameters()).clone()
+    first = next(policy.teacher.parameters()).clone()
     with torch.no_grad():
         next(policy.backbone.parameters()).add_(1.0)
     policy.update_teacher()
-    torch.testing.assert_close(next(policy._teacher.parameters()), first + 0.5)
+    torch.testing.assert_close(next(policy.teacher.parameters()), first + 0.5)
+    assert not any(p.requires_grad for p in policy.teacher.parameters())
     assert not any(k.startswith("_teacher") for k in policy.state_dict())
 
 

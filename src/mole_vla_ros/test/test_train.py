@@ -201,3 +201,15 @@ def test_cli_trains_from_a_lerobot_dataset_on_disk(tmp_path):
         train_cli.main(argv)
     assert train_cli.main([*argv[:5], "8", *argv[6:], "--resume"]) == 0
     assert json.loads((out / "final" / "train_config.json").read_text())["completed_steps"] == 8
+
+
+def test_router_learning_rate_scale(tmp_path, data):
+    trainer = Trainer(config(tmp_path, steps=4, stage="router", router_lr_scale=10.0), CPU, data)
+    router = {id(p) for p in trainer.policy.router.parameters()}
+    before = {n: p.detach().clone() for n, p in trainer.policy.router.named_parameters()}
+    trainer.train_step()
+    lrs = {all(id(p) in router for p in g["params"]): g["lr"] for g in trainer.optimizer.param_groups if g["params"]}
+    assert lrs[True] == pytest.approx(10.0 * lrs[False]) and lrs[False] == pytest.approx(trainer.cfg.lr_at(0))
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.policy.router.named_parameters())
+    with pytest.raises(ValueError, match="router-lr-scale"):
+        config(tmp_path, router_lr_scale=0.0)

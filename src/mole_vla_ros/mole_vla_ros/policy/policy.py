@@ -89,6 +89,12 @@ class MoLePolicy(nn.Module):
     def set_normalization(self, stats: dict[str, dict[str, Any]]) -> None:
         self.normalizer.set_stats(stats)
 
+    @property
+    def teacher(self) -> SmolVLMBackbone | None:
+        """The EMA teacher backbone CogKD distils from (None until the first `update_teacher` with ema_decay > 0;
+        the live backbone is the teacher then). Not part of `state_dict()`: training checkpoints save it apart."""
+        return self._teacher
+
     # --- prefix
     def _check_batch(self, batch: dict[str, Any]) -> int:
         missing = {"images", "instruction", "state"} - set(batch)
@@ -124,7 +130,8 @@ class MoLePolicy(nn.Module):
         ones = text_mask.new_ones(b, 1)
         pad = torch.cat([ones.expand(b, visual.shape[1]), text_mask, ones, ones], dim=1)  # (B, T)
         # Blocks: images+text see each other; the state token also sees them; the cognition token sees all.
-        block = torch.cat([torch.zeros(visual.shape[1] + text.shape[1]), torch.tensor([1.0, 2.0])]).to(pad.device)
+        block = torch.zeros(pad.shape[1], device=pad.device)
+        block[-2:] = torch.tensor([1.0, 2.0], device=pad.device)
         allowed = block[None, :] <= block[:, None]  # (T, T)
         mask = (allowed[None] & pad[:, None, :]).unsqueeze(1)  # (B, 1, T, T)
         positions = (pad.long().cumsum(-1) - 1).clamp_min(0)
@@ -146,19 +153,35 @@ class MoLePolicy(nn.Module):
     # --- inference
     @torch.no_grad()
     def predict_action_chunk(
-        self, batch: dict[str, Any], budget: float | None = None, noise: torch.Tensor | None = None
+        self,
+        batch: dict[str, Any],
+        budget: float | None = None,
+        noise: torch.Tensor | None = None,
+        active_mask: torch.Tensor | None = None,
     ) -> ChunkPrediction:
-        """A chunk of H actions (radians) with only the router's top-k layers computed."""
+        """A chunk of H actions (radians) with only the router's top-k layers computed.
+
+        `active_mask` (bool, (L,) or (B, L)) forces the layers that run instead of the router (static or random
+        skipping, ablations); the router is then not run at all and `budget` must be left out.
+        """
         self.eval()
         cfg = self.config
-        k = cfg.num_active(budget)
+        if active_mask is not None and budget is not None:
+            raise ValueError("give a budget or an active_mask, not both")
+        k = cfg.num_active(budget) if active_mask is None else 0
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
+        device_type = next(self.parameters()).device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
             prefix = self._embed_prefix(batch, timings)
             llm_start = time.perf_counter()
-            scores = self.router(prefix.visual, prefix.text, prefix.text_mask, prefix.state)  # (B, L)
-            active = top_k_mask(scores, k)
+            if active_mask is None:
+                scores = self.router(prefix.visual, prefix.text, prefix.text_mask, prefix.state)  # (B, L)
+                active = top_k_mask(scores, k)
+            else:
+                active = self._check_mask(active_mask, prefix.embeds.shape[0]).to(prefix.embeds.device)
+                k = int(active.sum(-1).max())
+                scores = active.float() / active.sum(-1, keepdim=True)
             out = run_layers(self.backbone, prefix.embeds, prefix.rope, prefix.mask, active, cfg.skip_mode)
             timings["llm"] = time.perf_counter() - llm_start
             expert_start = time.perf_counter()
@@ -171,6 +194,17 @@ class MoLePolicy(nn.Module):
         fraction = chunk_flops(cfg, k / self.num_layers)["total"] / chunk_flops(cfg, 1.0)["total"]
         return ChunkPrediction(actions, active, scores.float(), fraction, timings)
 
+    def _check_mask(self, mask: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """A forced layer mask as (B, L) bool with at least one active layer per row."""
+        if mask.dtype != torch.bool:
+            raise ValueError(f"active_mask must be a bool tensor, got {mask.dtype}")
+        mask = mask.expand(batch_size, -1) if mask.dim() == 1 else mask
+        if mask.shape != (batch_size, self.num_layers):
+            raise ValueError(f"active_mask must be ({self.num_layers},) or ({batch_size}, {self.num_layers})")
+        if not mask.any(-1).all():
+            raise ValueError("active_mask must keep at least one layer per sample")
+        return mask
+
     def _denoise(
         self, prefix: _Prefix, out: PrefixOutput, gate: torch.Tensor | None, noise: torch.Tensor | None
     ) -> torch.Tensor:
@@ -179,7 +213,7 @@ class MoLePolicy(nn.Module):
         cache = self.expert.prepare(out.keys, out.values)  # once per chunk
         rope, masks = self._expert_inputs(prefix)
         if noise is None:
-            noise = torch.randn(b, cfg.chunk_size, cfg.max_action_dim)
+            noise = torch.randn(b, cfg.chunk_size, cfg.max_action_dim, device=prefix.embeds.device)
         noise = noise.to(prefix.embeds.device, prefix.embeds.dtype)
         return euler_denoise(lambda x, t: self.expert(x, t, cache, rope, masks, gate), noise, cfg.num_steps)
 

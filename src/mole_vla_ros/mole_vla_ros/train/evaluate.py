@@ -87,19 +87,20 @@ def evaluate(
                 for budget in [1.0] if mode == "full" else budgets:
                     results = []
                     start = time.perf_counter()
-                    with layer_mode(policy, mode, budget, seed) as effective:
-                        for s in range(seed, seed + episodes):
-                            results.append(
-                                run_episode(
-                                    policy,
-                                    env,
-                                    s,
-                                    cameras,
-                                    effective,
-                                    queue_config=QueueConfig(mode=execution, arm=sim.arm),
-                                )
+                    selection = layer_mode(policy, mode, budget, seed)
+                    for s in range(seed, seed + episodes):
+                        results.append(
+                            run_episode(
+                                policy,
+                                env,
+                                s,
+                                cameras,
+                                selection,
+                                queue_config=QueueConfig(mode=execution, arm=sim.arm),
                             )
-                        mse = None if held is None else heldout_action_error(policy, held, effective, seed=seed)
+                        )
+                    held_selection = layer_mode(policy, mode, budget, seed)  # same random draws in every run
+                    mse = None if held is None else heldout_action_error(policy, held, held_selection, seed=seed)
                     row = summarise(label, mode, budget, policy, results, len(cameras))
                     row |= {"task": kind, "heldout_action_mse": mse}
                     rows.append(row)

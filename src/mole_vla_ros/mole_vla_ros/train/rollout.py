@@ -11,20 +11,18 @@ Layer modes (what runs in the VLM, always k = budget x L layers except `full`):
 - full:   every kept layer (budget 1.0);
 - static: the first k layers, for every input (SmolVLA's choice of truncation, applied at the same k);
 - random: k layers drawn uniformly per chunk (seeded).
-`static` and `random` swap the router for a fixed scorer, so the rest of the path (top-k, real skipping, the
-expert's handling of skipped layers) is the policy's own.
+`static` and `random` pass a forced layer mask to `predict_action_chunk` (the router is not run), so the rest of
+the path (real skipping, the expert's handling of skipped layers) is the policy's own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 
 from mole_vla_ros.execution.chunk_queue import ChunkQueue, QueueConfig
 from mole_vla_ros.policy import MoLePolicy
@@ -33,42 +31,35 @@ from mole_vla_ros.policy.flops import chunk_flops
 MODES = ("mole", "full", "static", "random")
 
 
-class FixedScorer(nn.Module):
-    """Stands in for the STAR router: layer scores whose top-k is the first k layers (static) or a fresh random
-    set per call (random), as probabilities so the policy's top-k and bookkeeping run unchanged."""
+class LayerSelection:
+    """How one evaluation row picks layers: `kwargs(batch_size)` gives `predict_action_chunk` either the budget
+    (mole, full: the router decides) or a forced `active_mask` (static: the first k layers; random: k layers drawn
+    per call from a generator seeded once per row, so rows are reproducible)."""
 
-    def __init__(self, num_layers: int, mode: str, seed: int = 0) -> None:
-        super().__init__()
-        if mode not in ("static", "random"):
-            raise ValueError(f"FixedScorer mode must be static or random, got {mode!r}")
-        self.num_layers, self.mode = num_layers, mode
+    def __init__(self, policy: MoLePolicy, mode: str, budget: float, seed: int = 0) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
+        self.mode = mode
+        self.budget = 1.0 if mode == "full" else float(budget)
+        self.num_layers = policy.num_layers
+        self.k = policy.config.num_active(self.budget)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def forward(
-        self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, state: torch.Tensor
-    ) -> torch.Tensor:
-        b = visual.shape[0]
+    def kwargs(self, batch_size: int) -> dict:
+        if self.mode in ("mole", "full"):
+            return {"budget": self.budget}
+        mask = torch.zeros(batch_size, self.num_layers, dtype=torch.bool)
         if self.mode == "static":
-            ranks = torch.arange(self.num_layers, 0, -1, dtype=torch.float32).expand(b, -1)  # layer 0 scores highest
+            mask[:, : self.k] = True
         else:
-            ranks = torch.rand(b, self.num_layers, generator=self.generator)
-        return ranks.softmax(-1).to(visual.device)
+            ranks = torch.rand(batch_size, self.num_layers, generator=self.generator)
+            mask.scatter_(-1, ranks.topk(self.k, dim=-1).indices, True)
+        return {"active_mask": mask}
 
 
-@contextlib.contextmanager
-def layer_mode(policy: MoLePolicy, mode: str, budget: float, seed: int = 0) -> Iterator[float]:
-    """Within the block the policy selects layers as `mode` says; yields the budget to pass to the policy."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
-    if mode in ("mole", "full"):
-        yield 1.0 if mode == "full" else budget
-        return
-    router = policy.router
-    policy.router = FixedScorer(policy.num_layers, mode, seed)
-    try:
-        yield budget
-    finally:
-        policy.router = router
+def layer_mode(policy: MoLePolicy, mode: str, budget: float, seed: int = 0) -> LayerSelection:
+    """The layer selection of one evaluation row (see `LayerSelection`)."""
+    return LayerSelection(policy, mode, budget, seed)
 
 
 def observation_batch(obs: dict, cameras: Sequence[str], instruction: str, device: torch.device) -> dict:
@@ -98,7 +89,7 @@ def run_episode(
     env: object,
     seed: int,
     cameras: Sequence[str],
-    budget: float,
+    selection: LayerSelection,
     task: object = None,
     queue_config: QueueConfig | None = None,
 ) -> EpisodeResult:
@@ -116,7 +107,9 @@ def run_episode(
     while not env.done:  # type: ignore[attr-defined]
         now = env.time  # type: ignore[attr-defined]
         if queue.needs_chunk(now):
-            pred = policy.predict_action_chunk(observation_batch(obs, cameras, instruction, device), budget=budget)
+            pred = policy.predict_action_chunk(
+                observation_batch(obs, cameras, instruction, device), **selection.kwargs(1)
+            )
             positions = np.clip(pred.actions[0].double().cpu().numpy(), env.lower, env.upper)  # type: ignore[attr-defined]
             pushed = queue.push(now, offsets, positions, now=now)
             if not pushed.accepted:
@@ -175,7 +168,9 @@ def summarise(
 
 
 @torch.no_grad()
-def heldout_action_error(policy: MoLePolicy, data: object, budget: float, stride: int = 5, seed: int = 0) -> float:
+def heldout_action_error(
+    policy: MoLePolicy, data: object, selection: LayerSelection, stride: int = 5, seed: int = 0
+) -> float:
     """Mean squared error (rad^2) of predicted chunks against held-out expert chunks, over every `stride`-th frame
     (padding excluded). Open-loop, so it separates layer modes even where closed-loop success is too rare to."""
     torch.manual_seed(seed)
@@ -183,7 +178,7 @@ def heldout_action_error(policy: MoLePolicy, data: object, budget: float, stride
     frames = list(range(0, len(data), stride))  # type: ignore[arg-type]
     for start in range(0, len(frames), 64):
         batch = data.batch(frames[start : start + 64], policy.config.chunk_size)  # type: ignore[attr-defined]
-        pred = policy.predict_action_chunk(batch, budget=budget).actions
+        pred = policy.predict_action_chunk(batch, **selection.kwargs(len(batch["state"]))).actions
         keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
         errors.append((((pred - batch["action"]) ** 2) * keep).sum() / (keep.sum() * pred.shape[-1]))
     return float(torch.stack(errors).mean())

@@ -54,6 +54,7 @@ class TrainConfig:
     cogkd: bool = True
     kd_weight: float = 0.5
     balance_weight: float = 0.01
+    router_lr_scale: float = 1.0
     ema_decay: float = 0.0
     stage: str = "both"
     full_fraction: float = 0.5
@@ -84,6 +85,8 @@ class TrainConfig:
             )
         if not (self.lr > 0 and math.isfinite(self.lr)) or min(self.kd_weight, self.balance_weight) < 0:
             raise ValueError("--lr must be > 0 and loss weights >= 0")
+        if not (self.router_lr_scale > 0 and math.isfinite(self.router_lr_scale)):
+            raise ValueError(f"--router-lr-scale must be > 0, got {self.router_lr_scale}")
         if self.overrides and self.preset is None:
             raise ValueError("--set changes a preset; a --checkpoint keeps its own config")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -130,6 +133,7 @@ RESUME_FIXED = (
     "cogkd",
     "kd_weight",
     "balance_weight",
+    "router_lr_scale",
     "ema_decay",
 )
 
@@ -159,8 +163,15 @@ class Trainer:
         if freeze:  # SmolVLA/MoLe freeze the pretrained vision encoder; a from-scratch one must learn
             self.policy.backbone.vlm.vision_model.requires_grad_(False)
         self.policy.to(self.rt.device)
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # The router gets its own learning-rate scale: it starts learning only when the budget bites (router
+        # stage), late on the cosine curve, and at the shared rate its scores stayed near uniform (input-blind).
+        router_ids = {id(p) for p in self.policy.router.parameters()}
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in trainable if id(p) not in router_ids], "lr_scale": 1.0},
+            {"params": [p for p in trainable if id(p) in router_ids], "lr_scale": cfg.router_lr_scale},
+        ]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step = 0
         self.wall_s = 0.0  # training time over all resumed segments, for the checkpoint card
         self.history: list[dict[str, Any]] = []
@@ -189,7 +200,7 @@ class Trainer:
         self.wall_s = float(state.get("wall_s", 0.0))
         if state.get("teacher") is not None:
             self.policy.update_teacher()  # creates the EMA copy, then overwrite it with the saved one
-            self.policy._teacher.load_state_dict(state["teacher"])
+            self.policy.teacher.load_state_dict(state["teacher"])
         set_rng_state(state["rng"])
 
     def meta(self) -> dict[str, Any]:
@@ -212,7 +223,7 @@ class Trainer:
     def save(self) -> Path | None:
         if not self.rt.is_main:
             return None
-        teacher = self.policy._teacher
+        teacher = self.policy.teacher
         state = {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -234,7 +245,7 @@ class Trainer:
         batch = to_device(self.data.batch(idx, self.base_config.chunk_size), self.rt.device)
         lr = cfg.lr_at(self.step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         loss, parts = self.policy(batch, budget=budget)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.step}: {parts}")
@@ -328,6 +339,9 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
     p.add_argument("--cogkd", action=argparse.BooleanOptionalAction, default=d.cogkd, help="CogKD distillation")
     p.add_argument("--kd-weight", type=float, default=d.kd_weight)
     p.add_argument("--balance-weight", type=float, default=d.balance_weight)
+    p.add_argument(
+        "--router-lr-scale", type=float, default=d.router_lr_scale, help="router learning rate = this x --lr"
+    )
     p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="EMA teacher decay (0: the live network)")
     p.add_argument("--stage", choices=STAGES, default=d.stage)
     p.add_argument("--full-fraction", type=float, default=d.full_fraction, help="share of steps in the full stage")
