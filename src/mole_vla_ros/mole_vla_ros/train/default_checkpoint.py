@@ -3,12 +3,13 @@
     python -m mole_vla_ros.train.default_checkpoint            # ~1 h on 2 CPU cores, see the card for timings
     python -m mole_vla_ros.train.default_checkpoint --eval-episodes 10 --steps 500   # quicker, weaker
 
-1. `mole-vla record`: scripted-expert pick demonstrations (scene + wrist cameras, 96x96, 30 Hz) -> <work>/data
-2. `mole-vla train`: the tiny preset (chunk 16), full stage then router + CogKD at budget 0.5 -> <work>/run
-   and the same run with --no-cogkd -> <work>/run_nokd (same seed: its full stage is bit-identical, so the
-   two differ only by the distillation in the router stage)
-3. `mole-vla eval`: the seeded episodes of the card's table (full, MoLe 0.5/0.25, static, random; MoLe 0.5 of
-   the no-CogKD run)
+1. `mole-vla record`: scripted-expert pick demonstrations (scene + wrist cameras, 96x96, 30 Hz) -> <work>/data,
+   and expert demonstrations at the evaluation seeds -> <work>/heldout (open-loop action error only)
+2. `mole-vla train`: the tiny preset with 8 kept layers (chunk 16), full stage for 60% of the steps, then router +
+   CogKD at budget 0.5 -> <work>/run; the no-CogKD ablation is the router stage alone, started from the same
+   full-stage model (<work>/run/stage_full) at the learning rate the main run had there -> <work>/run_nokd
+3. `mole-vla eval`: the seeded episodes of issue 7's table (full, MoLe 0.5/0.25 with CogKD, MoLe 0.5 without,
+   static first half, random half), rows spread over --jobs processes
 4. copies <work>/run/final to src/mole_vla_ros/checkpoints/default and writes its README card with the table.
 """
 
@@ -16,60 +17,99 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import torch
 
 from mole_vla_ros.train import evaluate
 from mole_vla_ros.train import train as train_cli
 
 SHIP_DIR = Path(__file__).resolve().parents[2] / "checkpoints" / "default"  # the source tree, not share/
 RECORD_ARGS = ["--tasks", "pick", "--cameras", "scene,wrist", "--size", "96", "96", "--vcodec", "libx264"]
-TRAIN_ARGS = [
+# 8 kept layers so that skipping half of them leaves the router a real choice (4 of 8, 70 sets, instead of 2 of 4).
+MODEL_ARGS = [
     "--preset",
     "tiny",
     "--set",
     "chunk_size=16",
-    "--lr",
-    "5e-4",
-    "--warmup",
-    "100",
-    "--budget",
-    "0.5",
-    "--stage",
-    "both",
-    "--full-fraction",
-    "0.5",
-    "--save-every",
-    "250",
-    "--log-every",
-    "25",
-    "--seed",
-    "0",
+    "--set",
+    "text_layers_total=8",
+    "--set",
+    "num_kept_layers=8",
 ]
+LR, WARMUP, FULL_FRACTION = 5e-4, 100, 0.6
+# A light balance term and a 10x router learning rate: at balance 0.01 and the shared rate the router's scores
+# stayed near uniform, i.e. it did not route by input.
+ROUTER_ARGS = ["--budget", "0.5", "--balance-weight", "0.002", "--router-lr-scale", "10"]
+COMMON_ARGS = ["--save-every", "250", "--log-every", "25", "--seed", "0"]
 EVAL_SEED = 100_000  # far from the recording seeds (1000...), so evaluation scenes were never demonstrated
+# (run folder, label, mode, budget): the rows of issue 7's table, all on the same seeds.
+EVAL_ROWS = (
+    ("run", "default (CogKD)", "full", 1.0),
+    ("run", "default (CogKD)", "mole", 0.5),
+    ("run", "default (CogKD)", "mole", 0.25),
+    ("run_nokd", "no CogKD", "mole", 0.5),
+    ("run", "default (CogKD)", "static", 0.5),
+    ("run", "default (CogKD)", "random", 0.5),
+)
 
 
-def train_command(work: Path, run: str, steps: int, batch_size: int, threads: int) -> list[str]:
-    out = work / run
-    resume = ["--resume"] if (out / "checkpoints" / "last").is_file() else []
-    extra = ["--no-cogkd"] if run == "run_nokd" else []
+def _resume(out: Path) -> list[str]:
+    return ["--resume"] if (out / "checkpoints" / "last").is_file() else []
+
+
+def train_command(work: Path, steps: int, batch_size: int, threads: int) -> list[str]:
+    """The main run: full stage, then router + CogKD."""
+    out = work / "run"
     return [
-        "--dataset",
-        str(work / "data"),
-        "--out",
-        str(out),
-        "--steps",
-        str(steps),
-        "--batch-size",
-        str(batch_size),
-        "--threads",
-        str(threads),
-        *TRAIN_ARGS,
-        *extra,
-        *resume,
+        *("--dataset", str(work / "data"), "--out", str(out), "--steps", str(steps)),
+        *("--batch-size", str(batch_size), "--threads", str(threads), *MODEL_ARGS),
+        *("--lr", str(LR), "--warmup", str(WARMUP), "--stage", "both", "--full-fraction", str(FULL_FRACTION)),
+        *ROUTER_ARGS,
+        *COMMON_ARGS,
+        *_resume(out),
     ]
+
+
+def nokd_command(work: Path, steps: int, batch_size: int, threads: int) -> list[str]:
+    """The ablation: the main run's router stage without CogKD, from the same full-stage model and learning rate."""
+    switch = round(FULL_FRACTION * steps)
+    lr = train_cli.TrainConfig(dataset="", out="", steps=steps, lr=LR, warmup=WARMUP).lr_at(switch)
+    out = work / "run_nokd"
+    return [
+        *("--dataset", str(work / "data"), "--out", str(out), "--steps", str(steps - switch)),
+        *("--batch-size", str(batch_size), "--threads", str(threads)),
+        *("--checkpoint", str(work / "run" / "stage_full"), "--stage", "router", "--no-cogkd"),
+        *("--lr", f"{lr:.6g}", "--warmup", "0"),
+        *ROUTER_ARGS,
+        *COMMON_ARGS,
+        *_resume(out),
+    ]
+
+
+def _eval_row(spec: tuple[str, str, str, float, int, str]) -> tuple[list[dict], list[dict]]:
+    checkpoint, label, mode, budget, episodes, heldout = spec
+    torch.set_num_threads(1)
+    return evaluate.evaluate(checkpoint, episodes, EVAL_SEED, ["pick"], [mode], [budget], label=label, heldout=heldout)
+
+
+def evaluate_rows(work: Path, episodes: int, jobs: int) -> list[dict]:
+    """Issue 7's table, one process per row at a time (each with its own sim), rows in EVAL_ROWS order."""
+    specs = [
+        (str(work / run / "final"), label, mode, budget, episodes, str(work / "heldout"))
+        for run, label, mode, budget in EVAL_ROWS
+    ]
+    if jobs <= 1:
+        results = [_eval_row(spec) for spec in specs]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_eval_row, specs))
+    return [row for rows, _ in results for row in rows]
 
 
 def write_card(folder: Path, rows: list[dict], command: str, timings: dict[str, float]) -> None:
@@ -91,7 +131,8 @@ It is *not* a pretrained SmolVLM2: every weight was trained from scratch on the 
   {"; ".join(dataset["tasks"])}.
 - Training: {train["completed_steps"]} steps, batch {train["batch_size"]}, AdamW lr {train["lr"]} (warm-up
   {train["warmup"]}, cosine), stages: full model for {train["full_fraction"]:.0%} of the steps, then router + CogKD
-  (kd weight {train["kd_weight"]}, balance {train["balance_weight"]}); seed {train["seed"]}.
+  (kd weight {train["kd_weight"]}, balance {train["balance_weight"]}, router lr x{train.get("router_lr_scale", 1.0)});
+  seed {train["seed"]}. The no-CogKD row: the same router stage without distillation, from the same full-stage model.
 - Training time: {train.get("train_wall_s", 0) / 60:.1f} min of optimizer steps on this machine (2 CPU cores
   shared with other jobs, 1 torch thread); this rebuild: {_timings(timings)}.
 - Normalisation statistics: `stats.json` (also inside `model.safetensors`).
@@ -122,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m mole_vla_ros.train.default_checkpoint", description=__doc__.split("\n")[0]
     )
     p.add_argument("--work", default="runs/default_checkpoint", help="folder for the dataset and the training run")
-    p.add_argument("--episodes", type=int, default=100, help="demonstrations to record")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--episodes", type=int, default=300, help="demonstrations to record")
+    p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
+    p.add_argument("--jobs", type=int, default=2, help="evaluation processes (rows run in parallel)")
     p.add_argument("--ship-dir", default=str(SHIP_DIR), help="where the checkpoint is copied")
     args = p.parse_args(argv)
     work, timings = Path(args.work), {}
@@ -164,30 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     timings["record"] = time.perf_counter() - start
     start = time.perf_counter()
-    for run in ("run", "run_nokd"):
-        train_cli.main(train_command(work, run, args.steps, args.batch_size, args.threads))
+    for run, command in (("run", train_command), ("run_nokd", nokd_command)):
+        if not (work / run / "final" / "config.json").is_file():  # a finished run is not loaded again
+            train_cli.main(command(work, args.steps, args.batch_size, args.threads))
         timings[f"train {run}"] = time.perf_counter() - start
         start = time.perf_counter()
-    rows, _ = evaluate.evaluate(
-        work / "run" / "final",
-        args.eval_episodes,
-        EVAL_SEED,
-        ["pick"],
-        ["full", "mole", "static", "random"],
-        [0.5, 0.25],
-        label="default (CogKD)",
-        heldout=work / "heldout",
-    )
-    rows += evaluate.evaluate(
-        work / "run_nokd" / "final",
-        args.eval_episodes,
-        EVAL_SEED,
-        ["pick"],
-        ["mole"],
-        [0.5],
-        label="no CogKD",
-        heldout=work / "heldout",
-    )[0]
+    rows = evaluate_rows(work, args.eval_episodes, args.jobs)
     timings["eval"] = time.perf_counter() - start
     ship = Path(args.ship_dir)
     shutil.rmtree(ship, ignore_errors=True)
