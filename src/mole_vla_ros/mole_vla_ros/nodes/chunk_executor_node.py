@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -30,6 +30,7 @@ from trajectory_msgs.msg import JointTrajectory
 from mole_msgs.msg import ActionChunk
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig
+from mole_vla_ros.execution.collision_check import CHECKERS, ChunkChecker, make_checker
 from so100_driver import params as _params
 from so100_driver.joints import JOINT_NAMES
 from so100_driver.node_runner import run
@@ -77,12 +78,25 @@ class ChunkExecutorNode(Node):
                     "so100",
                     _params.choice("Joint table whose limits apply.", ("so100", "so101"), read_only=True),
                 ),
+                (
+                    "collision_check",
+                    False,
+                    ParameterDescriptor(
+                        description="Reject chunks with a waypoint in collision (self, table, obstacles).",
+                        read_only=True,
+                    ),
+                ),
+                ("collision_checker", "mujoco", _params.choice("Collision checker.", CHECKERS, read_only=True)),
             ],
         )
         self.params = self._read_params()
         self._lock = threading.Lock()
         self.queue = ChunkQueue(self._queue_config({}))
-        self.stats = {"chunks": 0, "rejected": 0, "stale_dropped": 0, "requests": 0}
+        self.stats = {"chunks": 0, "rejected": 0, "stale_dropped": 0, "requests": 0, "collisions": 0}
+        # Built once (the MuJoCo model compiles in ~50 ms); checked in the chunk callback, never in the control tick.
+        self.checker: ChunkChecker | None = None
+        if self.get_parameter("collision_check").value:
+            self.checker = make_checker(self.get_parameter("collision_checker").value, self.params.arm)
         self.last_reject = ""
         self.tick_times: deque[float] = deque(maxlen=5000)  # monotonic s, for jitter diagnostics and benchmarks
         self._streaming = True
@@ -164,6 +178,13 @@ class ChunkExecutorNode(Node):
                 offsets = np.arange(1, len(offsets) + 1) / self.params.fps
         except ValueError as err:
             self._reject(f"chunk {msg.chunk_id} malformed: {err}")
+            return
+        collision = None
+        if self.checker is not None and np.all(np.isfinite(chunk.positions)):  # non-finite: the queue's reason
+            collision = self.checker.check(chunk.positions)
+        if collision is not None:
+            self.stats["collisions"] += 1
+            self._reject(f"chunk {chunk.chunk_id} rejected, holding: collision at {collision.describe()}")
             return
         with self._lock:
             result = self.queue.push(chunk.stamp, offsets, chunk.positions, now=self._now())
