@@ -46,7 +46,8 @@ setup(
             "policy_node = mole_vla_ros.nodes.policy_node:main",
             "chunk_executor_node = mole_vla_ros.nodes.chunk_executor_node:main",
             "monitor_node = mole_vla_ros.nodes.monitor_node:main",
-            "demo_server = mole_vla_ros.demo_server:main",
+            "recorder_node = mole_vla_ros.nodes.recorder_node:main",
+            "record_keys = mole_vla_ros.tools.record_keys:main",
         ],
     },
 )
