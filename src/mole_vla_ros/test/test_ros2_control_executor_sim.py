@@ -4,6 +4,7 @@ with `collision_check:=true` a chunk into the table is rejected (diagnostics nam
 arm holds."""
 
 import contextlib
+import importlib.util
 
 import numpy as np
 import pytest
@@ -57,11 +58,12 @@ class Rig:
         args = ["--ros-args", "-p", "output_mode:=trajectory", "-p", "hold_timeout:=30.0"]
         for p in params:
             args += ["-p", p]
+        before = self.chunk_pub.get_subscription_count()
         with NodeProcess(EXECUTOR, args, name="executor") as proc:
-            self.spin_until(lambda: self.chunk_pub.get_subscription_count() == 1, 30, "executor up")
+            self.spin_until(lambda: self.chunk_pub.get_subscription_count() > before, 60, "executor up")
             yield proc
         # The next test's executor must be the only one: wait until this one has left the graph.
-        self.spin_until(lambda: self.chunk_pub.get_subscription_count() == 0, 30, "executor gone")
+        self.spin_until(lambda: self.chunk_pub.get_subscription_count() <= before, 30, "executor gone")
 
     def near(self, target, joints, tol):
         return bool(self.states) and np.all(np.abs(self.states[-1][joints] - target[joints]) < tol)
@@ -136,3 +138,26 @@ def test_colliding_chunk_is_rejected_with_step_and_links_and_the_arm_holds(rig):
             for point in msg.points:
                 assert abs(point.positions[LIFT] - held[LIFT]) < 0.02
         assert "collision" in proc.tail()
+
+
+def test_collision_checker_follows_arm_model_and_a_missing_moveit_is_a_clear_start_error(rig):
+    # In-process nodes in the rig's rclpy context.
+    from rclpy.parameter import Parameter
+
+    from mole_vla_ros.nodes.chunk_executor_node import ChunkExecutorNode
+
+    overrides = [Parameter("collision_check", value=True), Parameter("arm_model", value="so101")]
+    node = ChunkExecutorNode(parameter_overrides=overrides)
+    try:
+        assert node.checker is not None and node.checker.model.arm == "so101"
+    finally:
+        node.destroy_node()
+    off = ChunkExecutorNode()
+    try:
+        assert off.checker is None  # off by default: no cost for users who do not ask for it
+    finally:
+        off.destroy_node()
+    if importlib.util.find_spec("moveit") is None:
+        overrides = [Parameter("collision_check", value=True), Parameter("collision_checker", value="moveit")]
+        with pytest.raises(RuntimeError, match="moveit_py"):
+            ChunkExecutorNode(parameter_overrides=overrides)
