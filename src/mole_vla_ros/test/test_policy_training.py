@@ -1,5 +1,7 @@
 """Training behaviour: router gradients, CogKD identities, the loss parts, overfitting a handful of examples."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -139,3 +141,14 @@ def test_tiny_model_overfits_synthetic_examples():
     assert end < start / 10, (start, end)
     pred = policy.predict_action_chunk(batch, budget=0.5, noise=fixed_noise(policy, n)).actions
     assert (pred - actions).pow(2).mean() < 0.1 * actions.pow(2).mean()
+
+
+def test_no_teacher_pass_without_distillation():
+    policy = tiny_policy(w_kd=0.0).train()
+    calls = []
+    policy.backbone.layers[-1].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+    _, parts = policy(make_batch(policy, batch=2), budget=1.0)
+    assert calls == [1] and parts["cogkd"] == 0.0  # the student pass only
+    policy.config = dataclasses.replace(policy.config, w_kd=0.5)
+    policy(make_batch(policy, batch=2), budget=1.0)
+    assert calls == [1, 1, 1]  # student + teacher

@@ -245,11 +245,13 @@ class MoLePolicy(nn.Module):
         gate = straight_through(probs, hard)
         cog_index = prefix.embeds.shape[1] - 1
         student = run_layers(self.backbone, prefix.embeds, prefix.rope, prefix.mask, gate, cfg.skip_mode, cog_index)
-        with torch.no_grad():
-            teacher_net = self._teacher if self._teacher is not None else self.backbone
-            teacher = run_layers(
-                teacher_net, prefix.embeds.detach(), prefix.rope, prefix.mask, None, cfg.skip_mode, cog_index
-            )
+        teacher = None
+        if cfg.w_kd > 0:  # the teacher pass costs a full-depth forward: only when distillation counts
+            with torch.no_grad():
+                teacher_net = self._teacher if self._teacher is not None else self.backbone
+                teacher = run_layers(
+                    teacher_net, prefix.embeds.detach(), prefix.rope, prefix.mask, None, cfg.skip_mode, cog_index
+                )
 
         target = pad_last(self.normalizer.action(actions), cfg.max_action_dim)  # (B, H, A)
         noise = torch.randn_like(target)
@@ -262,15 +264,18 @@ class MoLePolicy(nn.Module):
         keep = (~is_pad).float()
         flow = (err * keep).sum() / keep.sum().clamp_min(1.0)
 
-        weights = cogkd.token_weights(teacher.cog_attention, student.cog_attention)
-        if cfg.kd_target == "kv":
-            kd = cogkd.cogkd_loss(
-                cogkd.kv_features(student.keys, student.values),
-                cogkd.kv_features(teacher.keys, teacher.values),
-                weights,
-            )
+        if teacher is None:
+            kd = flow.new_zeros(())
         else:
-            kd = cogkd.cogkd_loss([student.hidden], [teacher.hidden], weights)
+            weights = cogkd.token_weights(teacher.cog_attention, student.cog_attention)
+            if cfg.kd_target == "kv":
+                kd = cogkd.cogkd_loss(
+                    cogkd.kv_features(student.keys, student.values),
+                    cogkd.kv_features(teacher.keys, teacher.values),
+                    weights,
+                )
+            else:
+                kd = cogkd.cogkd_loss([student.hidden], [teacher.hidden], weights)
         balance = load_balance_loss(probs, hard)
         total = cfg.w_flow * flow + cfg.w_kd * kd + cfg.w_balance * balance
         parts = {
