@@ -18,6 +18,7 @@ from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mole_msgs.msg import ActionChunk
+from mole_vla_ros import decode
 from so100_driver.joints import JOINT_NAMES
 
 if TYPE_CHECKING:
@@ -30,8 +31,8 @@ try:  # cv_bridge ships with a full ROS install, not with the PyPI wheels this w
 except ImportError:
     _BRIDGE = None
 
-# 8-bit encodings we accept, with their channel count (sensor_msgs/image_encodings.h names).
-CHANNELS: dict[str, int] = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}
+CHANNELS = decode.CHANNELS
+to_rgb = decode.to_rgb
 
 
 # ---- time ----------------------------------------------------------------------------------------------
@@ -66,24 +67,13 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, C) uint8 array in the message's own channel order (a copy).
 
     mono8 gives C = 1. Row padding (step > width * C) is removed. Raises ValueError on an unsupported
-    encoding, a step too small for the width, or data shorter than step * height.
+    encoding, a step too small for the width, or data shorter than step * height (decode.check_image).
     """
-    encoding = msg.encoding.lower()
-    if encoding not in CHANNELS:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r}; expected one of {sorted(CHANNELS)}")
-    channels = CHANNELS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image has no pixels: {width}x{height}")
-    if step < width * channels:
-        raise ValueError(f"image step {step} is smaller than width*channels = {width}*{channels} ({encoding})")
-    if len(msg.data) < step * height:
-        raise ValueError(f"image data has {len(msg.data)} bytes, expected step*height = {step}*{height}")
-    if _BRIDGE is not None:
-        array = _BRIDGE.imgmsg_to_cv2(msg, desired_encoding="passthrough")
-        return np.array(array, dtype=np.uint8).reshape(height, width, channels)
-    rows = np.frombuffer(bytes(msg.data[: step * height]), dtype=np.uint8).reshape(height, step)
-    return rows[:, : width * channels].reshape(height, width, channels).copy()
+    if _BRIDGE is None:
+        return decode.image_to_numpy(msg)
+    height, width, channels, _step = decode.check_image(msg)
+    array = _BRIDGE.imgmsg_to_cv2(msg, desired_encoding="passthrough")
+    return np.array(array, dtype=np.uint8).reshape(height, width, channels)
 
 
 def numpy_to_image(array: np.ndarray, encoding: str, stamp: Time | None = None, frame_id: str = "") -> Image:
@@ -105,24 +95,6 @@ def numpy_to_image(array: np.ndarray, encoding: str, stamp: Time | None = None, 
     return msg
 
 
-def to_rgb(array: np.ndarray, encoding: str) -> np.ndarray:
-    """(H, W, C) array in `encoding` -> (H, W, 3) RGB, the policy's colour order."""
-    import cv2
-
-    encoding = encoding.lower()
-    conversions = {
-        "rgb8": None,
-        "bgr8": cv2.COLOR_BGR2RGB,
-        "mono8": cv2.COLOR_GRAY2RGB,
-        "rgba8": cv2.COLOR_RGBA2RGB,
-        "bgra8": cv2.COLOR_BGRA2RGB,
-    }
-    if encoding not in conversions:
-        raise ValueError(f"unsupported image encoding {encoding!r}; expected one of {sorted(conversions)}")
-    code = conversions[encoding]
-    return np.ascontiguousarray(array) if code is None else cv2.cvtColor(array, code).reshape(*array.shape[:2], 3)
-
-
 def rgb_to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 in [0, 1], the policy facade's image layout."""
     import torch  # late: the camera and executor nodes never pay for importing torch
@@ -140,21 +112,10 @@ def joint_state_to_positions(msg: JointState, joint_names: Sequence[str] = JOINT
 
     Raises ValueError for names outside the table, missing joints, mismatched lengths or non-finite values.
     """
-    names = list(msg.name)
-    positions = list(msg.position)
-    if len(names) != len(positions):
-        raise ValueError(f"JointState has {len(names)} names but {len(positions)} positions")
-    unknown = sorted(set(names) - set(joint_names))
+    unknown = sorted({str(n) for n in msg.name} - set(joint_names))
     if unknown:
         raise ValueError(f"JointState names unknown joints {unknown}; expected {list(joint_names)}")
-    index = dict(zip(names, positions, strict=True))
-    missing = [name for name in joint_names if name not in index]
-    if missing:
-        raise ValueError(f"JointState lacks joints {missing}")
-    out = np.array([index[name] for name in joint_names], dtype=np.float64)
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"JointState has non-finite positions {out.tolist()}")
-    return out
+    return decode.joint_positions(msg, joint_names)
 
 
 def positions_to_joint_state(

@@ -12,8 +12,8 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from mole_vla_ros import qos
-from mole_vla_ros.data.align import image_rgb, joint_positions
 from mole_vla_ros.data.lerobot_dataset import LeRobotDatasetReader
+from mole_vla_ros.decode import image_rgb, joint_positions
 from so100_driver.joints import JOINT_NAMES
 from so100_driver.testing.ros_harness import NodeProcess, wait_until
 

@@ -23,10 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 # sensor_msgs/image_encodings.h names we accept, with their channel count.
-CHANNELS: dict[str, int] = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}
 
 
 @dataclass(frozen=True)
@@ -237,51 +234,3 @@ class FrameAligner:
         if keep_from > 0:
             del stamps[:keep_from]
             del self._values[stream][:keep_from]
-
-
-# ---- messages to numbers (duck-typed: rclpy and rosbags messages alike) ------------------------------------
-
-
-def stamp_seconds(header: Any) -> float | None:
-    """A std_msgs/Header's stamp in seconds, or None when it was never set (zero)."""
-    sec, nanosec = int(header.stamp.sec), int(header.stamp.nanosec)
-    return None if sec == 0 and nanosec == 0 else sec + nanosec * 1e-9
-
-
-def image_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W, 3) uint8 RGB. Raises ValueError on encodings or sizes that do not add up."""
-    import cv2
-
-    encoding = str(msg.encoding).lower()
-    if encoding not in CHANNELS:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r}; expected one of {sorted(CHANNELS)}")
-    channels = CHANNELS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0 or step < width * channels or len(msg.data) < step * height:
-        raise ValueError(f"image {width}x{height} {encoding}, step {step}, {len(msg.data)} bytes does not add up")
-    data = np.frombuffer(memoryview(msg.data).cast("B")[: step * height], dtype=np.uint8)
-    pixels = data.reshape(height, step)[:, : width * channels].reshape(height, width, channels)
-    code = {
-        "rgb8": None,
-        "bgr8": cv2.COLOR_BGR2RGB,
-        "mono8": cv2.COLOR_GRAY2RGB,
-        "rgba8": cv2.COLOR_RGBA2RGB,
-        "bgra8": cv2.COLOR_BGRA2RGB,
-    }[encoding]
-    return pixels.copy() if code is None else cv2.cvtColor(pixels, code).reshape(height, width, 3)
-
-
-def joint_positions(msg: Any, joint_names: Sequence[str]) -> np.ndarray:
-    """sensor_msgs/JointState -> (J,) float64 in `joint_names` order. Raises ValueError when joints are missing."""
-    names = [str(n) for n in msg.name]
-    positions = np.asarray(msg.position, dtype=np.float64)
-    if len(names) != len(positions):
-        raise ValueError(f"JointState has {len(names)} names but {len(positions)} positions")
-    index = dict(zip(names, positions, strict=True))
-    missing = [n for n in joint_names if n not in index]
-    if missing:
-        raise ValueError(f"JointState lacks joints {missing} (has {names})")
-    out = np.array([index[n] for n in joint_names], dtype=np.float64)
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"JointState has non-finite positions {out.tolist()}")
-    return out

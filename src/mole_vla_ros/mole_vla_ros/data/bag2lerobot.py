@@ -34,8 +34,9 @@ from typing import Any
 
 import yaml
 
-from mole_vla_ros.data.align import FrameAligner, image_rgb, joint_positions, stamp_seconds
+from mole_vla_ros.data.align import FrameAligner
 from mole_vla_ros.data.lerobot_dataset import DatasetError, LeRobotDatasetWriter
+from mole_vla_ros.decode import image_rgb, joint_positions, stamp_seconds
 from so100_driver.joints import JOINT_NAMES
 
 STATE, ACTION = "state", "action"

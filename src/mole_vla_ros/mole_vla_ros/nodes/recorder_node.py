@@ -31,8 +31,9 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from mole_vla_ros import qos
-from mole_vla_ros.data.align import Frame, FrameAligner, image_rgb, joint_positions, stamp_seconds
+from mole_vla_ros.data.align import Frame, FrameAligner
 from mole_vla_ros.data.lerobot_dataset import DatasetError, LeRobotDatasetWriter
+from mole_vla_ros.decode import image_rgb, joint_positions, stamp_seconds
 from so100_driver import params as _params
 from so100_driver.joints import JOINT_NAMES
 from so100_driver.node_runner import run
