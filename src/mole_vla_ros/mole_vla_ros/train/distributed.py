@@ -17,6 +17,7 @@ The torch machinery is used as it is (DDP, no_sync for accumulation, autocast); 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import os
@@ -30,10 +31,27 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mole_vla_ros.train import checkpoint as ckpt
 from mole_vla_ros.train.data import FrameDataset, batch_indices, to_device
-from mole_vla_ros.train.runtime import Runtime
+from mole_vla_ros.train.runtime import Runtime, resolve_runtime
 from mole_vla_ros.train.train import TrainConfig, Trainer, stage_config
 
 PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def parse_launch_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """`mole-vla train`'s scale-out options (--grad-accum, --precision); the rest goes to train.parse_args."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches of --batch-size per optimizer step")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto = bf16 autocast on a GPU")
+    return p.parse_known_args(argv)
+
+
+def make_trainer(cfg: TrainConfig, resume: bool, launch: argparse.Namespace) -> Trainer:
+    """The plain Trainer for one process in fp32 without accumulation; the DistributedTrainer otherwise."""
+    rt = runtime_from_env(resolve_runtime(cfg.device).device)
+    plain = rt.world_size == 1 and launch.grad_accum == 1 and resolve_precision(launch.precision, rt.device) is None
+    if plain:
+        return Trainer(cfg, rt, resume=resume)
+    return DistributedTrainer(cfg, rt, resume=resume, grad_accum=launch.grad_accum, precision=launch.precision)
 
 
 def runtime_from_env(device: torch.device, timeout_s: float = 600.0) -> Runtime:

@@ -2,8 +2,7 @@
 
 The same `mole-vla train` command runs alone or under a launcher (torchrun / accelerate set RANK, WORLD_SIZE and
 LOCAL_RANK): only rank 0 writes checkpoints, curves and the progress bar, and each rank takes its own shard of
-every batch (data.batch_indices). Multi-rank gradient sync (DDP) is issue 13's: until it lands, a multi-rank
-launch is refused instead of silently training WORLD_SIZE unsynchronised copies.
+every batch (data.batch_indices). The process group and gradient sync (DDP) are train/distributed.py's.
 """
 
 from __future__ import annotations
@@ -33,10 +32,6 @@ def resolve_runtime(device: str = "auto") -> Runtime:
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if world > 1:
-        raise SystemExit(
-            f"WORLD_SIZE={world}: multi-rank training (DDP) is not implemented yet (issue 13); run one process"
-        )
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):

@@ -386,12 +386,18 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mole_vla_ros.train import distributed
+
+    launch, argv = distributed.parse_launch_args(argv)
     cfg, resume = parse_args(argv)
     if not resume and ckpt.last_checkpoint(Path(cfg.out)) is not None:
         raise SystemExit(f"{cfg.out} already holds checkpoints: add --resume to continue, or choose a new --out")
-    trainer = Trainer(cfg, resume=resume)
+    trainer = distributed.make_trainer(cfg, resume, launch)
     start = time.perf_counter()
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    finally:
+        distributed.shutdown()
     if trainer.rt.is_main:
         last = result["history"][-1] if result["history"] else {}
         summary = {
