@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig
+from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig, rate_limited
 from so100_driver.joints import joints_for
 
 FPS = 10.0
@@ -220,3 +220,16 @@ def test_actions_due_before_the_target_already_sent_are_dropped():
     assert q.pop(100.03).target_time == pytest.approx(100.1)  # the sent target is kept
     tick = q.pop(100.11)
     assert tick.target_time == pytest.approx(100.15) and tick.positions[0] == pytest.approx(0.4)
+
+
+def test_a_new_plan_far_from_the_last_command_is_reached_at_the_velocity_cap_not_in_a_jump():
+    vmax = np.full(6, 3.0)
+    last = np.zeros(6)
+    far = np.full((4, 6), 0.5)
+    times = 10.0 + 0.02 * np.arange(1, 5)  # 50 Hz
+    out = rate_limited(last, times, far, now=10.0, max_velocity=vmax)
+    steps = np.abs(np.diff(np.vstack([last, out]), axis=0))
+    assert np.allclose(steps, 0.06)  # 3 rad/s x 20 ms, every tick, until the plan is reached
+    near = np.full((1, 6), 0.01)
+    np.testing.assert_array_equal(rate_limited(last, times[:1], near, 10.0, vmax), near)  # within reach: unchanged
+    np.testing.assert_array_equal(rate_limited(None, times, far, 10.0, vmax), far)  # nothing sent yet

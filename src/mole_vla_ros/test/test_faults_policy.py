@@ -45,7 +45,9 @@ START = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.2])
 TARGET = np.array([0.6, -0.5, 0.7, 0.4, -0.6, 1.0])
 CHUNK = 10  # actions per chunk at 30 fps: a 0.33 s horizon
 STEP = 0.004  # rad per action: the scripted policy's own largest step
-MAX_JUMP = 0.05  # rad between two consecutive commands; ~12 actions' worth, far below a visible jerk
+# rad between two consecutive commands: the executor's own cap, the fastest joint's velocity cap (3 rad/s) over one
+# 50 Hz control period; a new plan far from the last command is approached at that speed, never jumped to.
+MAX_JUMP = max(j.max_velocity for j in SO100_JOINTS) / 50.0 + 1e-9
 
 
 class ScriptedPolicy:

@@ -253,3 +253,24 @@ class ChunkQueue:
         """The next `count` (times, actions) at or after `now`, for a timed trajectory output."""
         live = self._times >= now
         return self._times[live][:count].copy(), self._actions[live][:count].copy()
+
+
+def rate_limited(
+    previous: np.ndarray | None, times: np.ndarray, targets: np.ndarray, now: float, max_velocity: np.ndarray
+) -> np.ndarray:
+    """`targets` (N, J) meant for `times` (N,), each moved no faster than `max_velocity` (J,) rad/s from the one
+    before it (the first from `previous`, sent at `now`).
+
+    The queue already never goes backwards in time; this bounds the speed of what is sent when a new plan starts
+    far from the last command (after a hold, a stalled link, a restarted policy), so the arm moves to it smoothly
+    instead of jumping.
+    """
+    if previous is None:
+        return targets
+    out = np.array(targets, dtype=np.float64, copy=True)
+    last, last_time = np.asarray(previous, dtype=np.float64), now
+    for i in range(len(out)):
+        allowed = max_velocity * max(float(times[i]) - last_time, 0.0)
+        out[i] = last + np.clip(out[i] - last, -allowed, allowed)
+        last, last_time = out[i], float(times[i])
+    return out

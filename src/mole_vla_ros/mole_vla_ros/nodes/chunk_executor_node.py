@@ -29,10 +29,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from mole_msgs.msg import ActionChunk
 from mole_vla_ros import conversions, qos
-from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig
+from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig, rate_limited
 from mole_vla_ros.execution.collision_check import CHECKERS, ChunkChecker, make_checker
 from so100_driver import params as _params
-from so100_driver.joints import JOINT_NAMES
+from so100_driver.joints import JOINT_NAMES, joints_for
 from so100_driver.node_runner import run
 
 OUTPUT_MODES = ("command", "trajectory")
@@ -49,6 +49,7 @@ class ExecutorParams:
     joint_names: tuple[str, ...]
     trajectory_points: int
     arm: str
+    max_velocity_scale: float
 
 
 class ChunkExecutorNode(Node):
@@ -65,6 +66,11 @@ class ChunkExecutorNode(Node):
                 ("mode", "async", _params.choice("Execution mode.", tuple(m.value for m in ExecutionMode))),
                 ("output_mode", "command", _params.choice("Arm interface.", OUTPUT_MODES, read_only=True)),
                 ("hold_timeout", 2.0, _params.floating("Holding longer than this stops the stream, s.", 0.1, 3600.0)),
+                (
+                    "max_velocity_scale",
+                    1.0,
+                    _params.floating("Fraction of each joint's velocity cap the stream may use.", 0.01, 1.0, True),
+                ),
                 (
                     "limit_tolerance",
                     0.1,
@@ -90,6 +96,10 @@ class ChunkExecutorNode(Node):
             ],
         )
         self.params = self._read_params()
+        self._max_velocity = self.params.max_velocity_scale * np.array(
+            [j.max_velocity for j in joints_for(self.params.arm)]
+        )
+        self._last_sent: np.ndarray | None = None
         self._lock = threading.Lock()
         self.queue = ChunkQueue(self._queue_config({}))
         self.stats = {"chunks": 0, "rejected": 0, "stale_dropped": 0, "requests": 0, "collisions": 0}
@@ -136,6 +146,7 @@ class ChunkExecutorNode(Node):
             joint_names=names,
             trajectory_points=self.get_parameter("trajectory_points").value,
             arm=self.get_parameter("arm_model").value,
+            max_velocity_scale=self.get_parameter("max_velocity_scale").value,
         )
 
     def _checked_choice(self, name: str, choices: tuple[str, ...]) -> str:
@@ -220,12 +231,19 @@ class ChunkExecutorNode(Node):
         if tick.positions is None or not streaming:
             return
         names = self.params.joint_names
+        period = 1.0 / self.params.control_rate
         if not trajectory:
-            self._command_pub.publish(conversions.positions_to_joint_state(tick.positions, names, stamp))
+            (command,) = rate_limited(
+                self._last_sent, np.array([now + period]), tick.positions[None, :], now, self._max_velocity
+            )
+            self._last_sent = command
+            self._command_pub.publish(conversions.positions_to_joint_state(command, names, stamp))
             return
         times, actions = upcoming
         if len(times) == 0:  # holding: one point at the last command, one control period ahead
-            times, actions = np.array([now + 1.0 / self.params.control_rate]), tick.positions[None, :]
+            times, actions = np.array([now + period]), tick.positions[None, :]
+        actions = rate_limited(self._last_sent, times, actions, now, self._max_velocity)
+        self._last_sent = actions[0]
         self._command_pub.publish(conversions.build_joint_trajectory(actions, times - now, stamp, names))
 
     def jitter_p99(self) -> float:
