@@ -136,6 +136,30 @@ def test_trajectory_output_drops_points_overtaken_by_latency():
         probe.node.destroy_node()
 
 
+def test_gripper_goes_to_its_own_controller_when_asked():
+    """A ros2_control stack runs the arm and the gripper on two JointTrajectoryControllers."""
+    args = ["--ros-args", "-p", "output_mode:=trajectory", "-p", "trajectory_points:=3"]
+    args += ["-p", "gripper_trajectory_topic:=gripper_controller/joint_trajectory"]
+    with NodeProcess(MODULE, args) as proc, rclpy.init():
+        probe = Probe("gripper_probe")
+        grippers = []
+        probe.node.create_subscription(
+            JointTrajectory, "gripper_controller/joint_trajectory", grippers.append, qos.RELIABLE
+        )
+        probe.spin_until(lambda: probe.chunk_pub.get_subscription_count() > 0, 20.0, f"executor\n{proc.tail()}")
+        positions = _chunk_positions(30)
+        positions[:, 5] = 0.7  # the gripper column is recognisable
+        probe.send_chunk(positions, probe.now())
+        probe.spin_until(lambda: probe.trajectories and grippers, 5.0, f"both trajectories\n{proc.tail()}")
+        arm, gripper = probe.trajectories[0], grippers[0]
+        assert list(arm.joint_names) == list(conversions.JOINT_NAMES[:5])
+        assert list(gripper.joint_names) == ["gripper"]
+        assert all(len(p.positions) == 5 for p in arm.points)
+        assert [p.positions[0] for p in gripper.points] == pytest.approx([0.7] * len(gripper.points))
+        assert [p.time_from_start for p in arm.points] == [p.time_from_start for p in gripper.points]
+        probe.node.destroy_node()
+
+
 def test_runtime_parameters_are_validated():
     with rclpy.init():
         node = ChunkExecutorNode()

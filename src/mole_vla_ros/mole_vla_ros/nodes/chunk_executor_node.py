@@ -67,6 +67,16 @@ class ChunkExecutorNode(Node):
                 ("output_mode", "command", _params.choice("Arm interface.", OUTPUT_MODES, read_only=True)),
                 ("hold_timeout", 2.0, _params.floating("Holding longer than this stops the stream, s.", 0.1, 3600.0)),
                 (
+                    "gripper_trajectory_topic",
+                    "",
+                    _params.text(
+                        "trajectory mode: send the gripper on this topic (e.g. gripper_controller/joint_trajectory) "
+                        "and the five arm joints alone on joint_trajectory_controller/joint_trajectory; empty = one "
+                        "message with all six.",
+                        read_only=True,
+                    ),
+                ),
+                (
                     "max_velocity_scale",
                     1.0,
                     _params.floating("Fraction of each joint's velocity cap the stream may use.", 0.01, 1.0, True),
@@ -119,6 +129,14 @@ class ChunkExecutorNode(Node):
             self._command_pub = self.create_publisher(
                 JointTrajectory, "joint_trajectory_controller/joint_trajectory", qos.RELIABLE
             )
+        # ros2_control stacks run the gripper on its own controller: a stock JointTrajectoryController over the five
+        # arm joints rejects a message that names the gripper, so the gripper column can go to its own topic.
+        gripper_topic = self.get_parameter("gripper_trajectory_topic").value
+        self._gripper_pub = (
+            self.create_publisher(JointTrajectory, gripper_topic, qos.RELIABLE)
+            if gripper_topic and self.params.output_mode == "trajectory"
+            else None
+        )
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.RELIABLE)
         self.create_subscription(
             ActionChunk,
@@ -244,7 +262,14 @@ class ChunkExecutorNode(Node):
             times, actions = np.array([now + period]), tick.positions[None, :]
         actions = rate_limited(self._last_sent, times, actions, now, self._max_velocity)
         self._last_sent = actions[0]
-        self._command_pub.publish(conversions.build_joint_trajectory(actions, times - now, stamp, names))
+        if self._gripper_pub is None:
+            self._command_pub.publish(conversions.build_joint_trajectory(actions, times - now, stamp, names))
+            return
+        arm, gripper = list(range(len(names) - 1)), [len(names) - 1]
+        self._command_pub.publish(conversions.build_joint_trajectory(actions[:, arm], times - now, stamp, names[:-1]))
+        self._gripper_pub.publish(
+            conversions.build_joint_trajectory(actions[:, gripper], times - now, stamp, names[-1:])
+        )
 
     def jitter_p99(self) -> float:
         """99th percentile of |tick period - nominal period| over the recent ticks, seconds."""
