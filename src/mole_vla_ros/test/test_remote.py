@@ -119,7 +119,7 @@ def test_remote_policy_behind_a_slow_link_streams_smoothly_and_a_stall_holds_the
         arm.executor.add_node(link.node)
         try:
             with NodeProcess(POLICY_SCRIPT, ["0.03", *remap], name="remote_policy") as policy:
-                arm.send_goal()
+                arm.send_goal(attempts=3)  # the first request can race discovery of the goal service
                 wait_until(lambda: arm.moved(0.0, 0.02), 30.0, message=f"the arm to move\n{policy.tail()}")
 
                 direct = window(arm, link, chunks=10)
