@@ -412,12 +412,13 @@ def generated_files() -> dict[Path, str]:
     return files
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Regenerate the SO-100/SO-101 URDF and MJCF files.")
+def regenerate(files: dict[Path, str], description: str, argv: list[str] | None = None) -> int:
+    """The CLI of every generator: write the files that changed, or with --check only report them (exit 1)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--check", action="store_true", help="only report files that are out of date (exit 1)")
     args = parser.parse_args(argv)
     stale = []
-    for path, text in generated_files().items():
+    for path, text in files.items():
         if path.exists() and path.read_text() == text:
             continue
         stale.append(path)
@@ -429,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
         print("out of date:", *map(str, stale), sep="\n  ")
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return regenerate(generated_files(), "Regenerate the SO-100/SO-101 URDF and MJCF files.", argv)
 
 
 if __name__ == "__main__":

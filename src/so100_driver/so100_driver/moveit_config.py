@@ -9,14 +9,13 @@ config/ros2_control/: <arm>_controllers.yaml, <arm>_<hardware>.urdf (hardware: t
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from so100_driver import ros2_control
-from so100_driver.description import GEOMETRY
+from so100_driver.description import GEOMETRY, regenerate
 from so100_driver.joints import ARM_JOINT_NAMES, GRIPPER_JOINT_NAME, joints_for
 from so100_driver.srdf import ARM_GROUP, GRIPPER_GROUP, generate_srdf
 
@@ -158,22 +157,7 @@ def generated_files(config_dir: Path = CONFIG_DIR) -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Regenerate config/moveit/ and config/ros2_control/.")
-    parser.add_argument("--check", action="store_true", help="only report files that are out of date (exit 1)")
-    args = parser.parse_args(argv)
-    stale = []
-    for path, text in generated_files().items():
-        if path.exists() and path.read_text() == text:
-            continue
-        stale.append(path)
-        if not args.check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path}")
-    if args.check and stale:
-        print("out of date:", *map(str, stale), sep="\n  ")
-        return 1
-    return 0
+    return regenerate(generated_files(), "Regenerate config/moveit/ and config/ros2_control/.", argv)
 
 
 if __name__ == "__main__":
