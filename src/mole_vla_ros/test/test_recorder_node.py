@@ -77,8 +77,10 @@ def session(tmp_path_factory):
     out: dict = {"root": root}
     with NodeProcess("mole_vla_ros.nodes.recorder_node", args) as proc, rclpy.init():
         probe = Probe()
-        probe.spin_until(lambda: all(c.service_is_ready() for c in probe.clients.values()), 20.0, proc.tail())
-        probe.spin_until(lambda: all(p.get_subscription_count() for p in probe.pubs.values()), 20.0, proc.tail())
+        probe.spin_until(lambda: all(c.service_is_ready() for c in probe.clients.values()), 60.0, "recorder services")
+        probe.spin_until(
+            lambda: all(p.get_subscription_count() for p in probe.pubs.values()), 60.0, "recorder subscriptions"
+        )
         out["no_image"] = probe.call("start")
 
         def start():
