@@ -144,11 +144,14 @@ def test_camera_stall_mid_task_stops_inference_and_the_goal_says_why(rig):
     wait_until(lambda: len(rig.chunks) >= 3, 10.0, message="chunks while the camera works")
     rig.camera = lambda stamp: None  # the camera stalls; joint states keep coming
     stalled = time.monotonic()
-    time.sleep(MAX_AGE + 0.3)  # the last image ages past max_observation_age, one inference may still finish
-    count = len(rig.chunks)
     wrapped = _result(result, 10.0)
-    assert len(rig.chunks) == count, "a chunk was computed from a stale image"
-    assert wrapped.status == GoalStatus.STATUS_ABORTED and wrapped.result.chunks == count
+    assert wrapped.status == GoalStatus.STATUS_ABORTED
+    wait_until(lambda: len(rig.chunks) >= wrapped.result.chunks, 5.0, message="every chunk the goal counted")
+    # No chunk was computed from a stale image: each one was ready within max_observation_age (+ inference) of its
+    # observation stamp; one made from the stalled camera's last image after it aged out would show the whole
+    # stall (seconds, up to the time limit) in its latency.
+    latencies = [c.inference_latency for c in rig.chunks]
+    assert max(latencies) <= MAX_AGE + 1.0, latencies
     reason = wrapped.result.reason
     assert reason.startswith("time limit") and "camera/scene/image_raw" in reason and "stale" in reason, reason
     assert feedback[-1].feedback.state == "waiting_for_observation"

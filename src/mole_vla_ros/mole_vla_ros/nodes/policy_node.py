@@ -145,6 +145,7 @@ class PolicyNode(Node):
         self._pending = False
         self._success_at = -math.inf
         self._chunk_id = 0
+        self._logged: dict[str, float] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._last_stale_warning = -math.inf
@@ -223,7 +224,7 @@ class PolicyNode(Node):
         try:
             rgb = conversions.to_rgb(conversions.image_to_numpy(msg), msg.encoding)
         except ValueError as err:
-            self.get_logger().error(f"image on {topic} refused: {err}", throttle_duration_sec=2.0)
+            self._error_throttled(f"image on {topic} refused: {err}")
             return
         self.buffer.update_image(topic, rgb, conversions.stamp_to_seconds(msg.header.stamp))
 
@@ -231,7 +232,7 @@ class PolicyNode(Node):
         try:
             positions = conversions.joint_state_to_positions(msg)
         except ValueError as err:
-            self.get_logger().error(f"joint state refused: {err}", throttle_duration_sec=2.0)
+            self._error_throttled(f"joint state refused: {err}")
             return
         self.buffer.update_state(positions, conversions.stamp_to_seconds(msg.header.stamp))
 
@@ -265,6 +266,16 @@ class PolicyNode(Node):
         response.budget = self._budget
         response.active_layers = max(1, round(self._budget * self.policy.num_layers))
         return response
+
+    def _error_throttled(self, text: str, period: float = 2.0) -> None:
+        """Log `text` at most once per `period` s; a different problem is logged at once (rclpy's own throttle is
+        per call site, and would hide a second, different fault behind the first)."""
+        now = time.monotonic()
+        if now - self._logged.get(text, -math.inf) >= period:
+            if len(self._logged) > 256:
+                self._logged.clear()
+            self._logged[text] = now
+            self.get_logger().error(text)
 
     # ---- tasks ----
 
