@@ -187,7 +187,8 @@ def test_garbage_images_are_refused_with_a_log_and_never_reach_the_model(rig, ca
     wrapped = _result(result)
     assert "time limit" in wrapped.result.reason and "no image yet on camera/scene/image_raw" in wrapped.result.reason
     assert not rig.node.policy.images and not rig.chunks
-    assert feedback[-1].feedback.state == "waiting_for_observation"
+    # Nothing was ever inferred: the goal only waited for an image (the node may report the arm as holding).
+    assert feedback[-1].feedback.state in ("waiting_for_observation", "holding")
     logged = capfd.readouterr().err
     assert f"image on camera/scene/image_raw refused: {log}" in logged, logged[-2000:]
     rig.camera = _image()  # a good camera again: zeros, rgb8

@@ -148,7 +148,8 @@ def test_sim_bringup_soak_memory_bounded_and_no_reliable_message_lost():
 
     # -- goals, limits, the arm at rest ---------------------------------------------------------------------
     reasons = [result.result().result.reason for _, result in goals]
-    assert reasons[:-1] == ["pre-empted by a new instruction"] * (len(goals) - 1), reasons
+    # Every goal but the last ends pre-empted by the next one, unless the policy finished the task first.
+    assert set(reasons[:-1]) <= {"pre-empted by a new instruction", "succeeded"}, reasons
     assert reasons[-1] == "cancelled"
     positions = np.array([p for _, p in user.joints])
     assert np.all(positions >= LOWER - 0.02) and np.all(positions <= UPPER + 0.02), "a joint left its limits"
