@@ -150,7 +150,7 @@ def test_sim_bringup_soak_memory_bounded_and_no_reliable_message_lost():
     reasons = [result.result().result.reason for _, result in goals]
     # Every goal but the last ends pre-empted by the next one, unless the policy finished the task first.
     assert set(reasons[:-1]) <= {"pre-empted by a new instruction", "succeeded"}, reasons
-    assert reasons[-1] == "cancelled"
+    assert reasons[-1] in ("cancelled", "succeeded"), reasons
     positions = np.array([p for _, p in user.joints])
     assert np.all(positions >= LOWER - 0.02) and np.all(positions <= UPPER + 0.02), "a joint left its limits"
     final = np.array([p for t, p in user.joints if t >= user.joints[-1][0] - 1.0])
