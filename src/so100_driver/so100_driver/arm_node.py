@@ -20,7 +20,7 @@ from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
@@ -54,25 +54,9 @@ def _float(description: str, low: float, high: float) -> ParameterDescriptor:
 
 
 PARAMETERS = [
-    ("port", "/dev/ttyACM0", ParameterDescriptor(description="serial port of the servo bus", read_only=True)),
-    (
-        "baudrate",
-        1_000_000,
-        ParameterDescriptor(
-            description="bus baud rate (STS3215 default 1000000)",
-            integer_range=[IntegerRange(from_value=9600, to_value=1_000_000, step=0)],
-            read_only=True,
-        ),
+    *params.bus_parameters(
+        "/dev/ttyACM0", "calibration YAML or LeRobot JSON; empty = config/calibration/<arm_model>_default.yaml"
     ),
-    (
-        "calibration_file",
-        "",
-        ParameterDescriptor(
-            description="calibration YAML or LeRobot JSON; empty = config/calibration/<arm_model>_default.yaml",
-            read_only=True,
-        ),
-    ),
-    ("arm_model", "so100", ParameterDescriptor(description="so100 or so101 (joint table)", read_only=True)),
     ("frame_id", "", ParameterDescriptor(description="header.frame_id of joint_states", read_only=True)),
     (
         "publish_rate",

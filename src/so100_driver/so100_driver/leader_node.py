@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
+from so100_driver import params
 from so100_driver.arm_node import COMMAND_QOS, JOINT_STATES_QOS
 from so100_driver.backend import BackendError, JointReading
 from so100_driver.joints import joints_for
@@ -29,22 +30,7 @@ from so100_driver.leader import LeaderArm
 from so100_driver.node_runner import run
 
 PARAMETERS = [
-    ("port", "/dev/ttyACM1", ParameterDescriptor(description="serial port of the leader's servo bus", read_only=True)),
-    (
-        "baudrate",
-        1_000_000,
-        ParameterDescriptor(
-            description="bus baud rate (STS3215 default 1000000)",
-            integer_range=[IntegerRange(from_value=9600, to_value=1_000_000, step=0)],
-            read_only=True,
-        ),
-    ),
-    (
-        "calibration_file",
-        "",
-        ParameterDescriptor(description="the leader's calibration: LeRobot JSON as-is, or our YAML", read_only=True),
-    ),
-    ("arm_model", "so100", ParameterDescriptor(description="so100 or so101 (joint table)", read_only=True)),
+    *params.bus_parameters("/dev/ttyACM1", "the leader's calibration: LeRobot JSON as-is, or our YAML"),
     (
         "rate",
         100.0,

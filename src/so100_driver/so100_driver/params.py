@@ -31,3 +31,13 @@ def choice(description: str, choices: tuple[str, ...], read_only: bool = False) 
         additional_constraints=f"one of {list(choices)}",
         read_only=read_only,
     )
+
+
+def bus_parameters(port: str, calibration: str) -> list[tuple[str, object, ParameterDescriptor]]:
+    """The Feetech bus parameters every node on a servo bus declares (the follower arm, the leader arm)."""
+    return [
+        ("port", port, text("serial port of the servo bus", read_only=True)),
+        ("baudrate", 1_000_000, integer("bus baud rate (STS3215 default 1000000)", 9600, 1_000_000, read_only=True)),
+        ("calibration_file", "", text(calibration, read_only=True)),
+        ("arm_model", "so100", text("so100 or so101 (joint table)", read_only=True)),
+    ]
