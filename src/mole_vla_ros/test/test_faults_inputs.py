@@ -46,12 +46,14 @@ class RecordingPolicy:
 
     def __init__(self) -> None:
         self.images: list[tuple[int, ...]] = []
+        self.called_at: list[float] = []  # wall clock (the node's clock) when each chunk's inference began
         self.config = SimpleNamespace(chunk_size=8)
 
     def reset(self) -> None:
         pass
 
     def predict_action_chunk(self, batch, budget=0.5):
+        self.called_at.append(time.time())
         self.images += [tuple(img.shape) for img in batch["images"]]
         time.sleep(0.02)
         actions = batch["state"][:, None, :].repeat(1, self.config.chunk_size, 1)
@@ -147,14 +149,18 @@ def test_camera_stall_mid_task_stops_inference_and_the_goal_says_why(rig):
     wrapped = _result(result, 10.0)
     assert wrapped.status == GoalStatus.STATUS_ABORTED
     wait_until(lambda: len(rig.chunks) >= wrapped.result.chunks, 5.0, message="every chunk the goal counted")
-    # No chunk was computed from a stale image: each one was ready within max_observation_age (+ inference) of its
-    # observation stamp; one made from the stalled camera's last image after it aged out would show the whole
-    # stall (seconds, up to the time limit) in its latency.
-    latencies = [c.inference_latency for c in rig.chunks]
-    assert max(latencies) <= MAX_AGE + 1.0, latencies
+    # No inference started from a stale image: the observation each chunk carries was at most max_observation_age
+    # old when the model was called (+ slack for the thread switch between the node's check and the call). Using
+    # the stalled camera's last image after it aged out would show the stall (seconds, up to the time limit).
+    called_at = rig.node.policy.called_at
+    assert len(called_at) == len(rig.chunks), "a chunk was computed but not published"
+    ages = [t - conversions.stamp_to_seconds(c.header.stamp) for t, c in zip(called_at, rig.chunks, strict=True)]
+    assert max(ages) <= MAX_AGE + 0.5, ages
     reason = wrapped.result.reason
     assert reason.startswith("time limit") and "camera/scene/image_raw" in reason and "stale" in reason, reason
-    assert feedback[-1].feedback.state == "waiting_for_observation"
+    # The goal said why it waited while it waited (the last feedback may already be the final "holding").
+    states = [f.feedback.state for f in feedback]
+    assert "waiting_for_observation" in states and states[-1] in ("waiting_for_observation", "holding"), states
     assert time.monotonic() - stalled < 5.0
     rig.camera = lambda stamp: conversions.numpy_to_image(np.full((24, 32, 3), 90, np.uint8), "rgb8", stamp)
     _proves_the_node_still_works(rig)
@@ -234,12 +240,16 @@ def test_huge_and_non_utf8_instructions_are_refused_and_the_node_keeps_running(r
     rig.instruction_pub.publish(garbled)
     logged = []
 
+    expected = (
+        "instruction refused: instruction is 1048576 bytes",
+        "instruction refused: instruction is not valid UTF-8",
+    )
+
     def refused() -> bool:
         logged.append(capfd.readouterr().err)
-        return "instruction refused: instruction is not valid UTF-8" in "".join(logged)
+        return all(line in "".join(logged) for line in expected)
 
-    wait_until(refused, 5.0, message="the non-UTF-8 instruction to be refused in the log")
-    assert "instruction refused: instruction is 1048576 bytes" in "".join(logged)
+    wait_until(refused, 15.0, message=f"both instructions to be refused in the log: {expected}")
     assert rig.node._task is None or rig.node._task.instruction != megabyte
     assert not rig.node.policy.images, "a refused instruction started inference"
     _proves_the_node_still_works(rig)

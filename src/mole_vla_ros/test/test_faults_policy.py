@@ -26,7 +26,7 @@ import torch
 from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionClient
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from sensor_msgs.msg import Image, JointState
 
 from mole_msgs.action import ExecuteInstruction
@@ -103,7 +103,9 @@ class Arm:
         self.image_pub = n.create_publisher(Image, "camera/scene/image_raw", qos.SENSOR_DATA)
         self.client = ActionClient(n, ExecuteInstruction, "/mole/execute_instruction")
         n.create_timer(0.02, self._publish_state)
-        self.executor = MultiThreadedExecutor(num_threads=4)
+        # Threads only for an in-process policy node (its goal loop blocks). rclpy's MultiThreadedExecutor costs
+        # most of a core at this message rate (ros2/rclpy#1223), starving the stand-in arm it is meant to time.
+        self.executor = SingleThreadedExecutor() if policy_node is None else MultiThreadedExecutor(num_threads=4)
         self.executor.add_node(n)
         if policy_node is not None:
             self.executor.add_node(policy_node)

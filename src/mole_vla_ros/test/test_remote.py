@@ -58,22 +58,32 @@ class DelayingLink:
         self._lock = threading.Lock()
         self._pub = self.node.create_publisher(ActionChunk, "mole/action_chunk", qos.RELIABLE)
         self.node.create_subscription(ActionChunk, "remote/action_chunk", self._on_chunk, qos.RELIABLE)
-        self.node.create_timer(0.005, self._deliver)
+        # A thread of its own, not a 5 ms executor timer: rclpy's Python executor spends a core on such a timer,
+        # and the stand-in arm sharing it would then starve (the stalls would be the harness's, not the link's).
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._deliver_loop, daemon=True)
+        self._thread.start()
 
     def _on_chunk(self, msg: ActionChunk) -> None:
         with self._lock:
             self._backlog.append((time.monotonic() + self.delay, msg))
 
-    def _deliver(self) -> None:
-        if self.stalled:
-            return
-        now = time.monotonic()
-        with self._lock:
-            due = [m for t, m in self._backlog if t <= now]
-            self._backlog = [(t, m) for t, m in self._backlog if t > now]
-        for msg in due:
-            self._pub.publish(msg)
-            self.forwarded += 1
+    def _deliver_loop(self) -> None:
+        while not self._closed.wait(0.005):
+            if self.stalled:
+                continue
+            now = time.monotonic()
+            with self._lock:
+                due = [m for t, m in self._backlog if t <= now]
+                self._backlog = [(t, m) for t, m in self._backlog if t > now]
+            for msg in due:
+                self._pub.publish(msg)
+                self.forwarded += 1
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=5.0)
+        self.node.destroy_node()
 
 
 def stats(arm: Arm, since: float) -> tuple[int, int]:
@@ -151,5 +161,5 @@ def test_remote_policy_behind_a_slow_link_streams_smoothly_and_a_stall_holds_the
             assert_safe_stream(arm.command_array())
         finally:
             arm.close()
-            link.node.destroy_node()
+            link.close()
         assert executor.alive(), executor.tail()

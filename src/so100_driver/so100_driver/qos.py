@@ -5,6 +5,9 @@
   short queue (depth 10) that absorbs a burst without hiding a stalled reader for long.
 - LATEST_VALUE: topics whose last value is the state (the instruction, robot_description). Transient local with
   depth 1 so a node that starts late still receives the value published before it joined.
+- RECORD_IMAGES / RECORD_STREAM: what a recorder subscribes with. Same reliability as what it records (so it
+  matches any camera and any joint-state publisher), but deep: a recorder that falls behind for a moment (an
+  encoder burst, a loaded CPU) must catch up, not lose the samples a shallow KEEP_LAST queue would overwrite.
 """
 
 from __future__ import annotations
@@ -31,4 +34,18 @@ LATEST_VALUE: QoSProfile = QoSProfile(
     depth=1,
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+RECORD_IMAGES: QoSProfile = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=60,  # 2 s at 30 fps
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
+RECORD_STREAM: QoSProfile = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=400,  # 2 s of a 200 Hz leader arm
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
 )

@@ -114,11 +114,13 @@ class RecorderNode(Node):
         self._writer_thread.start()
 
         for topic, name in zip(p.camera_topics, p.camera_names, strict=True):
-            self.create_subscription(Image, topic, self._subscriber(name, image_rgb), qos.SENSOR_DATA)
+            self.create_subscription(Image, topic, self._subscriber(name, image_rgb), qos.RECORD_IMAGES)
         # Joint streams are reliable (what arm_node and leader_node offer): a lost command is a hole in the action.
         positions = lambda msg: joint_positions(msg, JOINT_NAMES)  # noqa: E731
-        self.create_subscription(JointState, p.joint_states_topic, self._subscriber(STATE, positions), qos.RELIABLE)
-        self.create_subscription(JointState, p.action_topic, self._subscriber(ACTION, positions), qos.RELIABLE)
+        self.create_subscription(
+            JointState, p.joint_states_topic, self._subscriber(STATE, positions), qos.RECORD_STREAM
+        )
+        self.create_subscription(JointState, p.action_topic, self._subscriber(ACTION, positions), qos.RECORD_STREAM)
         self.create_subscription(String, "recorder/task", self._on_task, qos.LATEST_VALUE)
         self._status_pub = self.create_publisher(String, "recorder/status", qos.RELIABLE)
         services = MutuallyExclusiveCallbackGroup()
