@@ -92,6 +92,21 @@ def load_policy(checkpoint: str, device: str, chunk_size: int, num_steps: int, l
     return policy.to(device).eval()
 
 
+def apply_fast_path(policy: Any, device: str, logger: Any) -> bool:
+    """Put a loaded policy on the GPU fast path (policy/fast_path.py: bf16 weights, CUDA-graph expert layers).
+    Only on CUDA: on a CPU the fast path has nothing to gain, so it warns and leaves the plain fp32 path."""
+    if not device.startswith("cuda"):
+        logger.warning(
+            f"fast_path is true but device is {device!r}: the fast path is CUDA-only, running the plain path"
+        )
+        return False
+    from mole_vla_ros.policy.fast_path import enable_fast_path  # late: torch loads only in the policy process
+
+    plan = enable_fast_path(policy, device=device)
+    logger.info(f"fast path on {plan.device}: {plan.weights}, compile={plan.compile} ({'; '.join(plan.reasons)})")
+    return True
+
+
 def joint_range_stats() -> dict[str, dict[str, list[float]]]:
     """Normalisation for an untrained policy: centred in each joint's range, +/-3 std spanning it, so its random
     actions land mostly inside the limits instead of around 0 +/- 1 rad."""
@@ -110,6 +125,11 @@ class PolicyNode(Node):
             [
                 ("checkpoint", "", _params.text("Checkpoint folder or hub id; empty = random tiny model.", True)),
                 ("device", "cpu", _params.text("Torch device, e.g. cpu or cuda:0.", read_only=True)),
+                (
+                    "fast_path",
+                    False,
+                    _params.text("GPU fast path (bf16 weights, CUDA graphs) on a cuda device; CPU: plain path.", True),
+                ),
                 ("layer_budget", 0.5, _params.floating("Fraction of kept backbone layers to run.", 0.01, 1.0)),
                 ("chunk_size", 0, _params.integer("Actions per chunk; 0 = the checkpoint's.", 0, 1000, True)),
                 ("num_steps", 0, _params.integer("Denoising steps; 0 = the checkpoint's.", 0, 100, True)),
@@ -139,6 +159,9 @@ class PolicyNode(Node):
         except (ValueError, OSError) as err:  # CheckpointError is a ValueError; a missing file an OSError
             self.get_logger().fatal(f"cannot load the policy from checkpoint {self.params.checkpoint!r}: {err}")
             raise
+        # Only a policy this node loaded: an injected one (tests) is used as it is.
+        fast = policy is None and self.get_parameter("fast_path").value
+        self.fast_path_active = fast and apply_fast_path(self.policy, self.params.device, self.get_logger())
         self._budget = float(self.get_parameter("layer_budget").value)
         self._lock = threading.Lock()
         self._task: Task | None = None
