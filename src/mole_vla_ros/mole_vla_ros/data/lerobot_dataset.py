@@ -42,6 +42,7 @@ STATE, ACTION = "observation.state", "action"
 IMAGE_PREFIX = "observation.images."
 REQUIRED_COLUMNS = (STATE, ACTION, "timestamp", "frame_index", "episode_index", "index", "task_index")
 UNITS = ("rad", "deg", "range_m100_100")
+VIDEO_CODECS = {"libsvtav1": "av1", "libx264": "h264"}  # PyAV encoder -> info.json's video.codec
 
 
 class DatasetError(ValueError):
@@ -69,6 +70,11 @@ class LeRobotDatasetWriter:
             process killed at any moment leaves a dataset that loads with the episodes saved so far. Without it
             (the default) episodes are concatenated into one data file and one video per camera, written by
             `close()`.
+        append: with `commit_each_episode`, a `root` that already holds a dataset is resumed: new episodes are
+            numbered after its committed ones (anything past its info.json's `total_episodes`, e.g. files of an
+            episode killed before its commit, is overwritten), and stats, tasks and info.json cover old and new.
+            The dataset must have the same fps, cameras (names and sizes), joint names, units (rad) and codec;
+            otherwise DatasetError names each mismatch. Without `append`, a folder holding a dataset is refused.
     """
 
     def __init__(
@@ -80,10 +86,15 @@ class LeRobotDatasetWriter:
         joint_names: Sequence[str] = JOINT_NAMES,
         vcodec: str = "libsvtav1",
         commit_each_episode: bool = False,
+        append: bool = False,
     ) -> None:
         self.root = Path(root)
-        if (self.root / "meta" / "info.json").exists():
+        existing = (self.root / "meta" / "info.json").exists()
+        if existing and not append:
             raise DatasetError(f"{self.root} already holds a dataset; choose a new folder")
+        if append and not commit_each_episode:
+            # Appending rewrites only metadata; the concatenated mode would have to re-encode the old videos.
+            raise DatasetError("append needs commit_each_episode=True (episodes in files of their own)")
         if not 1 <= fps <= 1000:
             raise DatasetError(f"fps {fps} outside 1..1000")
         self.fps = int(fps)
@@ -102,6 +113,42 @@ class LeRobotDatasetWriter:
         self._image_sums = {c: _ImageSums() for c in self.cameras}
         self._pending_sums = {c: _ImageSums() for c in self.cameras}  # the unsaved episode's
         self.closed = False
+        self.resumed_episodes = 0
+        if existing:
+            self._resume()
+
+    def _resume(self) -> None:
+        """Load the committed episodes of the dataset at root (rows, episodes, tasks, image stats) to append to."""
+        info = json.loads((self.root / "meta" / "info.json").read_text())
+        mismatches = append_mismatches(info, self.fps, self.cameras, self.joint_names, self.vcodec)
+        if mismatches:
+            raise DatasetError(
+                f"{self.root} holds a dataset with other features; cannot append: " + "; ".join(mismatches)
+            )
+        existing = LeRobotDatasetReader(self.root)
+        # The reader gives joints in JOINT_NAMES order; rows are written in this writer's order.
+        order = [JOINT_NAMES.index(name) for name in self.joint_names]
+        self._rows[STATE] = list(existing.state[:, order].astype(np.float32))
+        self._rows[ACTION] = list(existing.action[:, order].astype(np.float32))
+        self._rows["timestamp"] = list(existing.timestamp.astype(np.float32))
+        for key, values in (
+            ("frame_index", existing.frame_index),
+            ("episode_index", existing.episode_index),
+            ("index", existing.index),
+            ("task_index", existing.task_index),
+        ):
+            self._rows[key] = [int(v) for v in values]
+        self._episodes = [existing.episodes[ep] for ep in sorted(existing.episodes)]
+        if [int(r["episode_index"]) for r in self._episodes] != list(range(len(self._episodes))):
+            raise DatasetError(f"{self.root}: episode indices are not 0..{len(self._episodes) - 1}; cannot append")
+        self._tasks = {text: int(index) for index, text in sorted(existing.tasks.items())}
+        stats_path = self.root / "meta" / "stats.json"
+        stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+        for name in self.cameras:
+            if IMAGE_PREFIX + name in stats:
+                self._image_sums[name] = _ImageSums.from_stats(stats[IMAGE_PREFIX + name])
+        self.resumed_episodes = len(self._episodes)
+        shutil.rmtree(self.root / ".partial", ignore_errors=True)  # an episode killed mid-way: never committed
 
     @property
     def num_episodes(self) -> int:
@@ -367,7 +414,7 @@ class LeRobotDatasetWriter:
                 "info": {
                     "video.height": height,
                     "video.width": width,
-                    "video.codec": {"libsvtav1": "av1", "libx264": "h264"}.get(self.vcodec, self.vcodec),
+                    "video.codec": VIDEO_CODECS.get(self.vcodec, self.vcodec),
                     "video.pix_fmt": "yuv420p",
                     "video.is_depth_map": False,
                     "video.fps": self.fps,
@@ -419,6 +466,17 @@ class _ImageSums:
         self.min = np.minimum(self.min, pixels.min(0))
         self.max = np.maximum(self.max, pixels.max(0))
 
+    @classmethod
+    def from_stats(cls, stats: dict) -> _ImageSums:
+        """The sums behind stats() (a resumed dataset's meta/stats.json entry of one camera)."""
+        sums = cls()
+        sums.count = int(stats["count"][0])
+        channel = {k: np.array([float(np.ravel(v)[0]) for v in stats[k]]) for k in ("min", "max", "mean", "std")}
+        sums.sum = channel["mean"] * sums.count
+        sums.sum_sq = (channel["std"] ** 2 + channel["mean"] ** 2) * sums.count
+        sums.min, sums.max = channel["min"], channel["max"]
+        return sums
+
     def merge(self, other: _ImageSums) -> None:
         self.count += other.count
         self.sum += other.sum
@@ -450,6 +508,49 @@ def _vector_stats(values: np.ndarray) -> dict[str, list]:
         "std": values.std(0).tolist(),
         "count": [len(values)],
     }
+
+
+def append_mismatches(
+    info: dict,
+    fps: int,
+    cameras: dict[str, tuple[int, int] | None],
+    joint_names: Sequence[str] = JOINT_NAMES,
+    vcodec: str = "libsvtav1",
+) -> list[str]:
+    """What keeps a writer with these settings from appending to the dataset of `info` (meta/info.json).
+
+    Empty when appendable. A camera size of None is not checked (not known yet, e.g. before the first image).
+    """
+    out = []
+    if int(info.get("fps", -1)) != int(fps):
+        out.append(f"fps {info.get('fps')} in the dataset, {fps} here")
+    features = info.get("features", {})
+    theirs = {
+        key[len(IMAGE_PREFIX) :]: tuple(feature.get("shape", [])[:2])
+        for key, feature in features.items()
+        if key.startswith(IMAGE_PREFIX)
+    }
+    if set(theirs) != set(cameras):
+        out.append(f"cameras {sorted(theirs)} in the dataset, {sorted(cameras)} here")
+    else:
+        for name, size in sorted(cameras.items()):
+            if size is not None and theirs[name] != tuple(size):
+                out.append(
+                    f"camera {name} is {theirs[name][1]}x{theirs[name][0]} in the dataset, {size[1]}x{size[0]} here"
+                )
+    motors = [f"{name}.pos" for name in joint_names]
+    for key in (STATE, ACTION):
+        names = features.get(key, {}).get("names")
+        if names != motors:
+            out.append(f"{key} joints {names} in the dataset, {motors} here")
+        unit = features.get(key, {}).get("unit")
+        if unit != "rad":
+            out.append(f"{key} unit {unit!r} in the dataset, 'rad' here")
+    codec = VIDEO_CODECS.get(vcodec, vcodec)
+    codecs = {f.get("info", {}).get("video.codec") for k, f in features.items() if k.startswith(IMAGE_PREFIX)}
+    if codecs - {codec}:
+        out.append(f"video codec {sorted(str(c) for c in codecs)} in the dataset, {codec} ({vcodec}) here")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------- reader
