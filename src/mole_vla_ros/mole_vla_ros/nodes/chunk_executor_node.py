@@ -3,6 +3,8 @@
 mole/action_chunk (ActionChunk) --> ChunkQueue (execution/chunk_queue.py) --> joint_command (JointState), or
                                                         joint_trajectory_controller/joint_trajectory (JointTrajectory)
 mole/chunk_request (Header, stamp = when asked) <-- when the queue runs low
+mole/chunk_rejected (String, JSON {"chunk_id", "instruction", "reason"}) <-- a chunk refused (limits, non-finite,
+                                                        collision, malformed); the policy node reports it to its goal
 
 The control timer has its own callback group and only takes a short lock, so a slow chunk callback (or the policy
 in another process) never delays a command. When the queue runs dry it repeats the last command (the arm holds);
@@ -12,6 +14,7 @@ after `hold_timeout` of holding it stops streaming and leaves the arm on its las
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections import deque
@@ -24,7 +27,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Header
+from std_msgs.msg import Header, String
 from trajectory_msgs.msg import JointTrajectory
 
 from mole_msgs.msg import ActionChunk
@@ -38,6 +41,11 @@ from so100_driver.node_runner import run
 OUTPUT_MODES = ("command", "trajectory")
 # Parameters the queue reads; they may change at runtime (validated by building a new QueueConfig).
 QUEUE_PARAMS = ("mode", "threshold", "blend_mode", "blend_weight", "request_timeout", "limit_tolerance")
+
+
+def rejection_message(chunk_id: int, instruction: str, reason: str) -> str:
+    """The mole/chunk_rejected payload: small JSON on a std_msgs/String, so no new message type is needed."""
+    return json.dumps({"chunk_id": int(chunk_id), "instruction": instruction, "reason": reason})
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,7 @@ class ChunkExecutorNode(Node):
             else None
         )
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.RELIABLE)
+        self._rejected_pub = self.create_publisher(String, "mole/chunk_rejected", qos.RELIABLE)
         self.create_subscription(
             ActionChunk,
             "mole/action_chunk",
@@ -206,28 +215,30 @@ class ChunkExecutorNode(Node):
             if np.all(offsets == 0):
                 offsets = np.arange(1, len(offsets) + 1) / self.params.fps
         except ValueError as err:
-            self._reject(f"chunk {msg.chunk_id} malformed: {err}")
+            self._reject(msg.chunk_id, msg.instruction, f"malformed: {err}")
             return
         collision = None
         if self.checker is not None and np.all(np.isfinite(chunk.positions)):  # non-finite: the queue's reason
             collision = self.checker.check(chunk.positions)
         if collision is not None:
             self.stats["collisions"] += 1
-            self._reject(f"chunk {chunk.chunk_id} rejected, holding: collision at {collision.describe()}")
+            self._reject(chunk.chunk_id, msg.instruction, f"collision at {collision.describe()}")
             return
         with self._lock:
             result = self.queue.push(chunk.stamp, offsets, chunk.positions, now=self._now())
             self._streaming = True
         if not result.accepted:
-            self._reject(f"chunk {chunk.chunk_id} rejected, holding: {result.reason}")
+            self._reject(chunk.chunk_id, msg.instruction, result.reason)
             return
         self.stats["chunks"] += 1
         self.stats["stale_dropped"] += result.dropped_stale
 
-    def _reject(self, reason: str) -> None:
+    def _reject(self, chunk_id: int, instruction: str, reason: str) -> None:
+        """Log, count and announce a refused chunk: the policy node puts the reason in its goal's feedback."""
         self.stats["rejected"] += 1
-        self.last_reject = reason
-        self.get_logger().error(reason)
+        self.last_reject = f"chunk {chunk_id} rejected, holding: {reason}"
+        self.get_logger().error(self.last_reject)
+        self._rejected_pub.publish(String(data=rejection_message(chunk_id, instruction, reason)))
 
     def _on_tick(self) -> None:
         self.tick_times.append(time.monotonic())

@@ -4,6 +4,7 @@ camera topics (Image) + /joint_states ──► ObservationBuffer (execution/obs
 /mole/instruction (String) or /mole/execute_instruction (action) ──► the current task (a newer one pre-empts it)
 mole/chunk_request ──► worker thread: policy.predict_action_chunk ──► mole/action_chunk + mole/router_state
 /mole/task_success (Bool, the sim's detector) ──► the task ends successfully
+mole/chunk_rejected (String JSON, from the executor) ──► the goal's feedback `last_rejection` (and its result reason)
 mole/set_layer_budget (service) ──► the router budget, live from the next chunk
 
 Inference runs in one worker thread, so subscriptions, the action server, cancel and the budget service stay
@@ -12,9 +13,11 @@ responsive while the model computes. Observations older than `max_observation_ag
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,8 +66,17 @@ class Task:
     active_fraction: float = 0.0
     state: str = "waiting_for_observation"
     waiting_for: str = ""  # why the last observation was not usable, for the result when time runs out
+    # The task's latest published chunk ids, in order (bounded: a rejection comes back within milliseconds).
+    chunk_ids: deque[int] = field(default_factory=lambda: deque(maxlen=64))
+    last_rejection: str = ""  # the executor's reason for the latest rejected chunk of this task
+    last_rejected_id: int = -1
     outcome: tuple[bool, str] | None = None
     done: threading.Event = field(default_factory=threading.Event)
+
+    def rejecting(self) -> bool:
+        """True while the executor refuses this task's chunks: the latest rejection is of its latest chunk (or the
+        one before it, whose rejection can arrive after the next chunk went out)."""
+        return self.last_rejected_id >= 0 and self.last_rejected_id in list(self.chunk_ids)[-2:]
 
     def finish(self, success: bool, reason: str) -> bool:
         if self.outcome is not None:
@@ -191,6 +203,7 @@ class PolicyNode(Node):
         self.create_subscription(String, "/mole/instruction", self._on_instruction, qos.RELIABLE)
         self.create_subscription(Header, "mole/chunk_request", self._on_chunk_request, qos.RELIABLE)
         self.create_subscription(Bool, "/mole/task_success", self._on_task_success, qos.RELIABLE)
+        self.create_subscription(String, "mole/chunk_rejected", self._on_chunk_rejected, qos.RELIABLE)
         self.create_service(SetLayerBudget, "mole/set_layer_budget", self._on_set_budget)
         self._action_server = ActionServer(
             self,
@@ -268,6 +281,20 @@ class PolicyNode(Node):
             self._success_at = time.monotonic()
             self._wake.set()
 
+    def _on_chunk_rejected(self, msg: String) -> None:
+        try:
+            report = json.loads(msg.data)
+            chunk_id, reason = int(report["chunk_id"]), str(report["reason"])
+        except (ValueError, KeyError, TypeError) as err:
+            self._error_throttled(f"chunk rejection report refused: {err}")
+            return
+        with self._lock:
+            task = self._task
+        if task is None or task.outcome is not None or chunk_id not in task.chunk_ids:
+            return  # a chunk of an earlier task (or of this node before a restart)
+        task.last_rejection = f"chunk {chunk_id}: {reason}"
+        task.last_rejected_id = chunk_id
+
     def _on_instruction(self, msg: String) -> None:
         try:
             instruction = validate_instruction(msg.data)
@@ -330,7 +357,7 @@ class PolicyNode(Node):
             goal_handle.abort()
             return ExecuteInstruction.Result(success=False, reason=f"invalid goal: {err}")
         task = self.start_task(Task(instruction, goal.layer_budget or None, goal.time_limit or self.params.time_limit))
-        sent = (-1, "")
+        sent = (-1, "", "")
         while not task.done.wait(0.05):
             if goal_handle.is_cancel_requested:
                 task.finish(False, "cancelled")
@@ -338,8 +365,8 @@ class PolicyNode(Node):
             if not goal_handle.is_active:  # pre-empted at the action-server level
                 task.finish(False, "pre-empted by a new instruction")
                 break
-            if (task.chunks, task.state) != sent:
-                sent = (task.chunks, task.state)
+            if (task.chunks, task.state, task.last_rejection) != sent:
+                sent = (task.chunks, task.state, task.last_rejection)
                 goal_handle.publish_feedback(self._feedback(task))
         success, reason = task.outcome
         result = ExecuteInstruction.Result(success=success, reason=reason, chunks=task.chunks)
@@ -359,6 +386,7 @@ class PolicyNode(Node):
             active_layer_fraction=task.active_fraction,
             last_latency=task.latencies[-1] if task.latencies else 0.0,
             state=task.state,
+            last_rejection=task.last_rejection,
         )
 
     # ---- inference (worker thread) ----
@@ -375,9 +403,10 @@ class PolicyNode(Node):
                 task.finish(True, "succeeded")
             elif time.monotonic() - task.started > task.time_limit:
                 waiting = task.state == "waiting_for_observation" and task.waiting_for
-                task.finish(
-                    False, f"time limit, no usable observation: {task.waiting_for}" if waiting else "time limit"
-                )
+                reason = f"time limit, no usable observation: {task.waiting_for}" if waiting else "time limit"
+                if task.rejecting():
+                    reason += f"; last chunk rejected: {task.last_rejection.split(': ', 1)[1]}"
+                task.finish(False, reason)
             elif self._pending:
                 self._infer(task)
 
@@ -453,6 +482,7 @@ class PolicyNode(Node):
             flops_fraction=float(pred.flops_fraction),
         )
         router.header.stamp = ros_stamp
+        task.chunk_ids.append(self._chunk_id)  # before publishing: a rejection can come back at once
         self._chunk_pub.publish(chunk)
         self._router_pub.publish(router)
         self._chunk_id += 1
