@@ -26,7 +26,7 @@ from mole_vla_ros.nodes.policy_node import PolicyNode
 from so100_driver.testing.ros_harness import NodeProcess, wait_until
 
 sys.path.insert(0, str(Path(__file__).parent))  # pytest runs with --import-mode=importlib: no test dir on the path
-from test_faults_policy import EXECUTOR, Arm, ScriptedPolicy  # noqa: E402
+from test_faults_policy import EXECUTOR, Arm, ScriptedPolicy
 
 pytestmark = pytest.mark.dds
 
