@@ -73,7 +73,8 @@ class Probe:
 def session(tmp_path_factory):
     root = tmp_path_factory.mktemp("rec") / "ds"
     args = ["--ros-args", "-p", f"root:={root}", "-p", f"fps:={FPS}", "-p", f"task:={TASK}"]
-    args += ["-p", "latency:=1.0", "-p", "status_rate:=20.0"]
+    # No stall stop here (the probe pauses between episodes while recording); test_recorder_faults covers it.
+    args += ["-p", "latency:=1.0", "-p", "status_rate:=20.0", "-p", "stall_timeout:=60.0"]
     out: dict = {"root": root}
     with NodeProcess("mole_vla_ros.nodes.recorder_node", args) as proc, rclpy.init():
         probe = Probe()

@@ -6,6 +6,14 @@ The commanded action is the leader arm in teleop (`leader/joint_states`) or the 
 policy runs (`action_topic`). Episodes go through `LeRobotDatasetWriter(commit_each_episode=True)`: each saved
 episode is on disk and loadable at once, and a kill mid-episode loses only that episode.
 
+Resume: a `root` that already holds a dataset with the same features (fps, cameras and image sizes, joint names,
+codec) gets the new episodes appended after its own; a dataset that differs is refused at start-up (fps, cameras,
+joints, codec) or at the first `recorder/start` (image sizes, known from the first images), naming each mismatch.
+
+Faults: SIGINT or SIGTERM (launch shutdown) mid-episode saves the running episode, or drops it with
+`on_shutdown: discard`; it is never left half-written. An input stream silent for `stall_timeout` seconds while
+recording stops the episode and saves what was recorded (a log line and the status's `last_stop` name the stream).
+
 Services (std_srvs/Trigger): `recorder/start`, `recorder/stop` (saves the episode), `recorder/discard` (drops the
 running episode; re-record = discard + start). Task text: the `task` parameter, or the latest `recorder/task`
 (std_msgs/String, latched). Status: `recorder/status` (std_msgs/String, JSON: state, episode, duration, frames,
@@ -17,7 +25,9 @@ fps achieved, dropped and per-stream counts) at `status_rate` Hz.
 from __future__ import annotations
 
 import json
+import math
 import queue
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +42,7 @@ from std_srvs.srv import Trigger
 
 from mole_vla_ros import qos
 from mole_vla_ros.data.align import Frame, FrameAligner
-from mole_vla_ros.data.lerobot_dataset import DatasetError, LeRobotDatasetWriter
+from mole_vla_ros.data.lerobot_dataset import DatasetError, LeRobotDatasetWriter, append_mismatches
 from mole_vla_ros.decode import image_rgb, joint_positions, stamp_seconds
 from so100_driver import params as _params
 from so100_driver.joints import JOINT_NAMES
@@ -40,6 +50,7 @@ from so100_driver.node_runner import run
 
 STATE, ACTION = "state", "action"
 VCODECS = ("libx264", "libsvtav1")
+SHUTDOWN = ("save", "discard")
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,8 @@ class RecorderParams:
     robot_type: str
     vcodec: str
     status_rate: float
+    on_shutdown: str
+    stall_timeout: float
 
 
 class RecorderNode(Node):
@@ -65,7 +78,13 @@ class RecorderNode(Node):
         self.declare_parameters(
             "",
             [
-                ("root", "", _params.text("New dataset folder (required; must not hold a dataset).", read_only=True)),
+                (
+                    "root",
+                    "",
+                    _params.text(
+                        "Dataset folder (required): new, or a dataset of the same features to append to.", True
+                    ),
+                ),
                 (
                     "camera_topics",
                     ["camera/scene/image_raw"],
@@ -94,10 +113,21 @@ class RecorderNode(Node):
                 ("robot_type", "so100", _params.text("info.json robot_type.", read_only=True)),
                 ("vcodec", "libx264", _params.choice("Video encoder.", VCODECS, read_only=True)),
                 ("status_rate", 2.0, _params.floating("recorder/status rate, Hz.", 0.1, 50.0, read_only=True)),
+                (
+                    "on_shutdown",
+                    "save",
+                    _params.choice("Episode running at SIGINT/SIGTERM: save or discard it.", SHUTDOWN, read_only=True),
+                ),
+                (
+                    "stall_timeout",
+                    2.0,
+                    _params.floating("A stream silent this long stops and saves the episode, s.", 0.1, 600.0, True),
+                ),
             ],
         )
         self.params = self._read_params()
         p = self.params
+        self._check_existing_dataset()
         self._lock = threading.Lock()
         self._aligner = FrameAligner(
             (*p.camera_names, STATE, ACTION), p.camera_names[0], p.fps, p.max_age, p.tolerance, history=1.0
@@ -109,6 +139,10 @@ class RecorderNode(Node):
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._rejected = 0
         self._last_stats: dict[str, Any] = {}
+        self._last_stop = ""  # how the last episode ended (saved, discarded, stopped on a stall or at shutdown)
+        self._saving = False  # an ended episode is being saved (the status says "saving", not yet "idle")
+        self._arrivals: dict[str, float] = {}  # per stream: when its latest message arrived (node clock, s)
+        self._episode_start = 0.0
         # Frames are encoded on a thread of their own: a slow encoder delays the files, never the subscriptions.
         self._writer_thread = threading.Thread(target=self._write_loop, name="recorder-writer", daemon=True)
         self._writer_thread.start()
@@ -128,6 +162,8 @@ class RecorderNode(Node):
         self.create_service(Trigger, "recorder/stop", self._on_stop, callback_group=services)
         self.create_service(Trigger, "recorder/discard", self._on_discard, callback_group=services)
         self.create_timer(1.0 / p.fps, self._on_tick)
+        # With the services: a stall's stop never runs alongside a start or stop request.
+        self.create_timer(min(0.25, p.stall_timeout / 4), self._check_stalls, callback_group=services)
         self.create_timer(1.0 / p.status_rate, self._publish_status)
         self.get_logger().info(
             f"recorder: {list(p.camera_topics)} + {p.joint_states_topic} + action {p.action_topic} at {p.fps} Hz "
@@ -143,11 +179,28 @@ class RecorderNode(Node):
         values["root"] = str(Path(values["root"]).expanduser())
         if not values["camera_topics"] or len(values["camera_topics"]) != len(values["camera_names"]):
             raise ValueError("camera_topics and camera_names need one entry each per camera (at least one)")
+        if values["on_shutdown"] not in SHUTDOWN:
+            raise ValueError(f"on_shutdown {values['on_shutdown']!r} must be one of {list(SHUTDOWN)}")
         if values["vcodec"] not in VCODECS:
             raise ValueError(f"vcodec {values['vcodec']!r} must be one of {list(VCODECS)}")
         if values["tolerance"] >= 1.0 / values["fps"]:
             raise ValueError(f"tolerance {values['tolerance']} s must be below a frame period (1/{values['fps']})")
         return RecorderParams(**values)
+
+    def _check_existing_dataset(self) -> None:
+        """Refuse at start-up a dataset at root that cannot be appended to (all but image sizes are known now)."""
+        info_path = Path(self.params.root) / "meta" / "info.json"
+        if not info_path.exists():
+            return
+        info = json.loads(info_path.read_text())
+        # Image sizes are checked against the first images, at the first start.
+        cameras = dict.fromkeys(self.params.camera_names)
+        mismatches = append_mismatches(info, self.params.fps, cameras, JOINT_NAMES, self.params.vcodec)
+        if mismatches:
+            raise DatasetError(f"{self.params.root} holds a dataset with other features: " + "; ".join(mismatches))
+        self.get_logger().info(
+            f"{self.params.root} holds {info.get('total_episodes', 0)} episodes: new episodes are appended"
+        )
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -165,6 +218,7 @@ class RecorderNode(Node):
                 self.get_logger().warning(f"{stream}: message ignored: {exc}", throttle_duration_sec=2.0)
                 return
             with self._lock:
+                self._arrivals[stream] = self._now()
                 self._aligner.add(stream, stamp, value)
 
         return callback
@@ -193,28 +247,57 @@ class RecorderNode(Node):
                 except (DatasetError, ValueError) as exc:
                     return _answer(response, False, str(exc))
             self._episode_task = task
-            self._aligner.begin(self._now())
+            self._episode_start = self._now()
+            self._aligner.begin(self._episode_start)
         episode = self._call_writer("episodes") or 0
         self.get_logger().info(f"recording episode {episode}: '{task}'")
         return _answer(response, True, f"recording episode {episode}: {task}")
 
     def _on_stop(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        return _answer(response, *self._stop_episode())
+
+    def _stop_episode(self, why: str = "") -> tuple[bool, str]:
+        """End the running episode and save it (after every frame queued before); (success, message)."""
         with self._lock:
             if not self._aligner.running:
-                return _answer(response, False, "not recording")
+                return False, "not recording"
             frames = self._aligner.end(self._now())
             stats = self._last_stats = self._aligner.stats.as_dict()  # the status shows this episode from now on
+            self._saving = True
         for frame in frames:
             self._queue.put(("frame", (frame, self._episode_task)))
         result = self._call_writer("save")
+        prefix = f"{why}: " if why else ""
         if isinstance(result, Exception):
-            return _answer(response, False, f"episode not saved: {result} (dropped {stats['dropped']} frames)")
-        message = (
-            f"saved episode {result}: {stats['frames']} frames, {stats['dropped']} dropped "
-            f"({self._achieved_fps(stats):.1f} fps of {self.params.fps})"
-        )
-        self.get_logger().info(message)
-        return _answer(response, True, message)
+            message = f"{prefix}episode not saved: {result} (dropped {stats['dropped']} frames)"
+        else:
+            message = (
+                f"{prefix}saved episode {result}: {stats['frames']} frames, {stats['dropped']} dropped "
+                f"({self._achieved_fps(stats):.1f} fps of {self.params.fps})"
+            )
+            self.get_logger().info(message)
+        with self._lock:
+            self._last_stop, self._saving = message, False
+        return not isinstance(result, Exception), message
+
+    def _silent_streams(self) -> list[str]:
+        """Streams without a message for stall_timeout while recording (counted from the episode start)."""
+        now = self._now()
+        return [
+            stream
+            for stream in self._aligner.streams
+            if now - max(self._arrivals.get(stream, -math.inf), self._episode_start) > self.params.stall_timeout
+        ]
+
+    def _check_stalls(self) -> None:
+        with self._lock:
+            silent = self._silent_streams() if self._aligner.running else []
+        if silent:
+            names = ", ".join(silent)
+            self.get_logger().warning(f"{names} silent for over {self.params.stall_timeout:g} s: stopping the episode")
+            ok, message = self._stop_episode(f"stopped: {names} silent for over {self.params.stall_timeout:g} s")
+            if not ok:
+                self.get_logger().error(message)
 
     def _on_discard(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
@@ -223,6 +306,7 @@ class RecorderNode(Node):
             self._aligner.end(self._now())
             self._last_stats = self._aligner.stats.as_dict()
         self._call_writer("discard")
+        self._last_stop = "episode discarded"
         self.get_logger().info("episode discarded")
         return _answer(response, True, "episode discarded")
 
@@ -240,6 +324,7 @@ class RecorderNode(Node):
             robot_type=self.params.robot_type,
             vcodec=self.params.vcodec,
             commit_each_episode=True,
+            append=True,
         )
 
     # ---- the writer thread --------------------------------------------------------------------------------
@@ -296,10 +381,12 @@ class RecorderNode(Node):
             running = self._aligner.running
             stats = self._aligner.stats.as_dict() if running else self._last_stats
             t0 = self._aligner.t0 if running else None
+            silent = self._silent_streams() if running else []
+            saving = self._saving
         writer = self._writer
         decided = stats.get("frames", 0) + stats.get("dropped", 0)
         status = {
-            "state": "recording" if running else "idle",
+            "state": "recording" if running else "saving" if saving else "idle",
             "episode": writer.num_episodes if writer is not None else 0,
             "episodes_saved": writer.num_episodes if writer is not None else 0,
             "task": self._episode_task if running else (self.get_parameter("task").value or self._topic_task),
@@ -310,17 +397,24 @@ class RecorderNode(Node):
             "written": writer.pending_frames if writer is not None and running else 0,
             "invalid": dict(self._invalid),
             "rejected": self._rejected,
+            "silent": silent,
+            "last_stop": self._last_stop,
             **stats,
         }
         self._status_pub.publish(String(data=json.dumps(status)))
 
     def stop(self) -> None:
-        """Shutdown: a running episode is dropped (only `recorder/stop` saves), then the writer finishes."""
+        """SIGINT/SIGTERM: the running episode is saved or dropped (`on_shutdown`), then the writer closes."""
         with self._lock:
             running = self._aligner.running
-            self._aligner.end()
-        if running:
-            self.get_logger().warning("shutdown while recording: the running episode is discarded")
+        if running and self.params.on_shutdown == "save":
+            ok, message = self._stop_episode("shutdown while recording")
+            if not ok:
+                self.get_logger().error(message)
+        elif running:
+            with self._lock:
+                self._aligner.end()
+            self.get_logger().warning("shutdown while recording: the running episode is discarded (on_shutdown)")
             self._call_writer("discard")
         if self._writer is not None and self._writer_thread.is_alive():
             result = self._call_writer("close")
@@ -335,7 +429,9 @@ def _answer(response: Trigger.Response, success: bool, message: str) -> Trigger.
 
 
 def main(args: list[str] | None = None) -> int:
-    return run(RecorderNode, args)
+    # launch stops nodes with SIGINT, then SIGTERM: both end the spin, so stop() closes the episode either way.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return run(RecorderNode, args, fatal=(ValueError,))
 
 
 if __name__ == "__main__":
