@@ -1,7 +1,9 @@
 """ChunkExecutorNode: streams queued action chunks to the arm at the control rate and asks for the next chunk.
 
 mole/action_chunk (ActionChunk) --> ChunkQueue (execution/chunk_queue.py) --> joint_command (JointState), or
-                                                        joint_trajectory_controller/joint_trajectory (JointTrajectory)
+                                                        joint_trajectory_controller/joint_trajectory (JointTrajectory),
+                                       or, per accepted chunk, a joint_trajectory_controller/follow_joint_trajectory
+                                       goal (control_msgs FollowJointTrajectory; execution/follow_joint_trajectory.py)
 mole/chunk_request (Header, stamp = when asked) <-- when the queue runs low
 mole/chunk_rejected (String, JSON {"chunk_id", "instruction", "reason"}) <-- a chunk refused (limits, non-finite,
                                                         collision, malformed); the policy node reports it to its goal
@@ -19,6 +21,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -34,11 +37,17 @@ from mole_msgs.msg import ActionChunk
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig, rate_limited
 from mole_vla_ros.execution.collision_check import CHECKERS, ChunkChecker, make_checker
+from mole_vla_ros.execution.follow_joint_trajectory import (
+    GoalBook,
+    TrajectoryGoal,
+    follow_joint_trajectory_type,
+    plan_goals,
+)
 from so100_driver import params as _params
 from so100_driver.joints import JOINT_NAMES, joints_for
 from so100_driver.node_runner import run
 
-OUTPUT_MODES = ("command", "trajectory")
+OUTPUT_MODES = ("command", "trajectory", "follow_joint_trajectory")
 # Parameters the queue reads; they may change at runtime (validated by building a new QueueConfig).
 QUEUE_PARAMS = ("mode", "threshold", "blend_mode", "blend_weight", "request_timeout", "limit_tolerance")
 
@@ -73,6 +82,20 @@ class ChunkExecutorNode(Node):
                 ("blend_weight", 0.7, _params.floating("Weight of the NEW chunk in weighted mode.", 0.0, 1.0)),
                 ("mode", "async", _params.choice("Execution mode.", tuple(m.value for m in ExecutionMode))),
                 ("output_mode", "command", _params.choice("Arm interface.", OUTPUT_MODES, read_only=True)),
+                (
+                    "follow_joint_trajectory_action",
+                    "joint_trajectory_controller/follow_joint_trajectory",
+                    _params.text("follow_joint_trajectory mode: the controller's action.", read_only=True),
+                ),
+                (
+                    "gripper_follow_joint_trajectory_action",
+                    "",
+                    _params.text(
+                        "follow_joint_trajectory mode: send the gripper as its own goal on this action (e.g. "
+                        "gripper_controller/follow_joint_trajectory); empty = one goal with all six joints.",
+                        read_only=True,
+                    ),
+                ),
                 ("hold_timeout", 2.0, _params.floating("Holding longer than this stops the stream, s.", 0.1, 3600.0)),
                 (
                     "gripper_trajectory_topic",
@@ -131,7 +154,16 @@ class ChunkExecutorNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._request_pub = self.create_publisher(Header, "mole/chunk_request", qos.RELIABLE)
-        if self.params.output_mode == "command":
+        self._goal_output: FollowJointTrajectoryOutput | None = None
+        if self.params.output_mode == "follow_joint_trajectory":
+            # Fails here, at start-up, naming control_msgs when it is not installed (never on the first chunk).
+            self._goal_output = FollowJointTrajectoryOutput(
+                self,
+                self.get_parameter("follow_joint_trajectory_action").value,
+                self.get_parameter("gripper_follow_joint_trajectory_action").value,
+            )
+            self._command_pub = None
+        elif self.params.output_mode == "command":
             self._command_pub = self.create_publisher(JointState, "joint_command", qos.RELIABLE)
         else:
             self._command_pub = self.create_publisher(
@@ -232,6 +264,21 @@ class ChunkExecutorNode(Node):
             return
         self.stats["chunks"] += 1
         self.stats["stale_dropped"] += result.dropped_stale
+        if self._goal_output is not None:
+            self._send_goals()
+
+    def _send_goals(self) -> None:
+        """The merged plan from now on as FollowJointTrajectory goal(s), superseding the previous ones."""
+        now = self._now()
+        with self._lock:
+            times, actions = self.queue.upcoming(now, len(self.queue))
+            previous = self._last_sent
+        if len(times) == 0:
+            return
+        actions = rate_limited(previous, times, actions, now, self._max_velocity)
+        self._goal_output.send(
+            plan_goals(times, actions, now, self.params.joint_names, *self._goal_output.actions), now
+        )
 
     def _reject(self, chunk_id: int, instruction: str, reason: str) -> None:
         """Log, count and announce a refused chunk: the policy node puts the reason in its goal's feedback."""
@@ -244,6 +291,7 @@ class ChunkExecutorNode(Node):
         self.tick_times.append(time.monotonic())
         now = self._now()
         trajectory = self.params.output_mode == "trajectory"
+        goals = self._goal_output is not None
         with self._lock:
             tick = self.queue.pop(now)
             request = self.queue.needs_chunk(now)
@@ -258,6 +306,9 @@ class ChunkExecutorNode(Node):
             self.stats["requests"] += 1
             self._request_pub.publish(Header(stamp=stamp))
         if tick.positions is None or not streaming:
+            return
+        if goals:  # the controller runs the goal sent with the chunk; the tick only tracks where the plan is
+            self._last_sent = tick.positions
             return
         names = self.params.joint_names
         period = 1.0 / self.params.control_rate
@@ -314,6 +365,52 @@ class ChunkExecutorNode(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = conversions.seconds_to_stamp(now)
         self._diag_pub.publish(msg)
+
+
+class FollowJointTrajectoryOutput:
+    """Thin rclpy glue: TrajectoryGoals -> FollowJointTrajectory action goals; the decisions are in GoalBook."""
+
+    def __init__(self, node: Node, arm_action: str, gripper_action: str) -> None:
+        from rclpy.action import ActionClient
+
+        self._type = follow_joint_trajectory_type()  # RuntimeError naming control_msgs when missing
+        self._node = node
+        self.actions = (arm_action, gripper_action)
+        self._clients = {a: ActionClient(node, self._type, a) for a in self.actions if a}
+        self._book = GoalBook()
+        self._lock = threading.Lock()
+
+    def send(self, goals: list[TrajectoryGoal], now: float) -> None:
+        stamp = conversions.seconds_to_stamp(now)
+        for goal in goals:
+            client = self._clients[goal.action]
+            if not client.server_is_ready():
+                self._node.get_logger().error(f"no FollowJointTrajectory server on {goal.action}: chunk not sent")
+                continue
+            message = self._type.Goal()
+            message.trajectory = conversions.build_joint_trajectory(
+                goal.positions, goal.time_from_start, stamp, goal.joint_names
+            )
+            with self._lock:
+                seq = self._book.sent(goal.action)
+            future = client.send_goal_async(message)
+            future.add_done_callback(lambda f, a=goal.action, s=seq: self._on_response(a, s, f))
+
+    def _on_response(self, action: str, seq: int, future: Any) -> None:
+        handle = future.result()
+        with self._lock:
+            if handle is None or not handle.accepted:
+                self._book.finished(action, seq)
+                self._node.get_logger().error(f"{action} rejected the trajectory goal")
+                return
+            superseded = self._book.accepted(action, seq, handle)
+        for old in superseded:
+            old.cancel_goal_async()
+        handle.get_result_async().add_done_callback(lambda _f: self._finished(action, seq))
+
+    def _finished(self, action: str, seq: int) -> None:
+        with self._lock:
+            self._book.finished(action, seq)
 
 
 def main(args: list[str] | None = None) -> int:
