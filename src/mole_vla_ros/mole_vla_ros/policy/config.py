@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: scale_prefix_embeddings (format-1 checkpoints load with it off, as they were trained)
 SKIP_MODES = ("project", "reuse", "skip_expert")
 KD_TARGETS = ("kv", "hidden")
 DTYPES = ("float32", "bfloat16")
@@ -56,6 +56,9 @@ class MoLeConfig:
         kd_target: what CogKD distils: "kv" (the per-layer K/V the expert reads) or "hidden" (final hidden states).
         w_flow, w_kd, w_balance: loss weights (MoLe's code: KD 0.5, balance 0.01).
         ema_decay: teacher EMA decay (0 = the teacher is the live network with every layer active).
+        scale_prefix_embeddings: multiply image and text token embeddings by sqrt(text_hidden), as SmolVLA does
+            (from pi0). Without it a from-scratch text embedding (init std 0.02) stays ~20x smaller than the image
+            and state tokens and the policy learns to ignore the instruction (it picked a cube, not the named one).
         dtype: compute dtype at inference ("bfloat16" halves memory traffic; CPU speed depends on AMX/AVX512-BF16).
         quantize_int8: dynamic int8 quantisation of Linear layers at inference (CPU only).
     """
@@ -104,6 +107,8 @@ class MoLeConfig:
     w_kd: float = 0.5
     w_balance: float = 0.01
     ema_decay: float = 0.0
+    # --- prefix
+    scale_prefix_embeddings: bool = True
     # --- inference numerics
     dtype: str = "float32"
     quantize_int8: bool = False
@@ -205,6 +210,8 @@ class MoLeConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MoLeConfig:
+        if data.get("format_version") == 1:  # trained before the SmolVLA embedding scale existed here
+            data = {**data, "format_version": 2, "scale_prefix_embeddings": False}
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise CheckpointError(f"unknown config fields {sorted(unknown)}")
@@ -250,7 +257,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "text_layers_total": 8,
         "num_kept_layers": 4,
         "vocab_size": 320,
-        "tokenizer_max_length": 16,
+        "tokenizer_max_length": 40,  # bytes: the longest sim task ("put the yellow cube on the green one") fits
         "expert_intermediate": 64,
         "chunk_size": 8,
         "num_steps": 4,

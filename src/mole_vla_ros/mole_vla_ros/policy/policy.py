@@ -15,6 +15,7 @@ noise ──► action expert layer l reads VLM layer l's K/V ──► velocity
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -123,6 +124,9 @@ class MoLePolicy(nn.Module):
         ids, text_mask = tokenize(self.tokenizer, list(batch["instruction"]), cfg.tokenizer_max_length)
         ids, text_mask = ids.to(visual.device), text_mask.to(visual.device)
         text = self.backbone.embed_tokens(ids)  # (B, Tl, D)
+        if cfg.scale_prefix_embeddings:
+            scale = math.sqrt(text.shape[-1])
+            visual, text = visual * scale, text * scale
         state = pad_last(self.normalizer.state(batch["state"].float()), cfg.max_state_dim)
         state_tok = self.state_proj(state.to(text.dtype)).unsqueeze(1)  # (B, 1, D)
         cog = self.cognition.to(text.dtype).expand(b, -1, -1)
