@@ -155,6 +155,7 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
             files("policy.yaml"),
             {
                 "checkpoint": checkpoint,
+                "arm_model": args.arm_model,
                 "layer_budget": args.layer_budget,
                 "device": args.device,
                 "image_topics": cameras.image_topics,

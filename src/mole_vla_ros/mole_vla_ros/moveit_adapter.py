@@ -111,3 +111,15 @@ class MoveItNamedStateMover:
         if not plan:
             raise RuntimeError(f"MoveIt found no plan to {state!r}")
         self.moveit.execute(plan.trajectory, controllers=[])
+
+
+def named_state_error(arm: str, state: str, current: np.ndarray) -> tuple[float, str]:
+    """How far `current` (6 positions, rad) is from the named state: (largest |error| over the joints the state
+    names, that joint's name). Raises ValueError on an unknown state."""
+    states = named_states(arm)
+    if state not in states:
+        raise ValueError(f"unknown named state {state!r}; the {arm} SRDF has {sorted(states)}")
+    q = np.asarray(current, dtype=float).reshape(-1)
+    errors = {name: abs(q[JOINT_NAMES.index(name)] - value) for name, value in states[state].items()}
+    joint = max(errors, key=errors.get)
+    return float(errors[joint]), joint

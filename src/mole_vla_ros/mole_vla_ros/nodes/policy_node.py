@@ -37,6 +37,12 @@ from mole_msgs.srv import SetLayerBudget
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.checkpoint_info import read_checkpoint_info
 from mole_vla_ros.execution.observation import ObservationBuffer, StaleObservationError, validate_instruction
+from mole_vla_ros.moveit_adapter import (
+    MoveItNamedStateMover,
+    named_state_error,
+    named_state_trajectory,
+    named_states,
+)
 from so100_driver import params as _params
 from so100_driver.node_runner import run
 
@@ -66,6 +72,7 @@ class Task:
     active_fraction: float = 0.0
     state: str = "waiting_for_observation"
     waiting_for: str = ""  # why the last observation was not usable, for the result when time runs out
+    start_state: str = ""  # named state still to move to before the policy runs
     # The task's latest published chunk ids, in order (bounded: a rejection comes back within milliseconds).
     chunk_ids: deque[int] = field(default_factory=lambda: deque(maxlen=64))
     last_rejection: str = ""  # the executor's reason for the latest rejected chunk of this task
@@ -157,6 +164,32 @@ class PolicyNode(Node):
                 ),
                 ("max_observation_age", 0.5, _params.floating("Older inputs are not used, s.", 0.01, 60.0)),
                 ("time_limit", 60.0, _params.floating("Default task time limit, s.", 0.1, 86400.0)),
+                (
+                    "start_state",
+                    "",
+                    _params.text(
+                        "Named SRDF state (config/moveit/<arm>/: home, ready, ...) the arm moves to before each "
+                        "instruction; empty = start wherever the arm is."
+                    ),
+                ),
+                (
+                    "start_state_tolerance",
+                    0.05,
+                    _params.floating(
+                        "The start state is reached when each named joint is this close, rad.", 0.001, 0.5
+                    ),
+                ),
+                (
+                    "start_state_planner",
+                    "direct",
+                    _params.choice(
+                        "direct: a joint-space move sent through the chunk executor; moveit: plan and execute with "
+                        "moveit_py (full installs).",
+                        ("direct", "moveit"),
+                        read_only=True,
+                    ),
+                ),
+                ("arm_model", "so100", _params.choice("Arm whose named states apply.", ("so100", "so101"), True)),
             ],
         )
         self.params = self._read_params()
@@ -185,6 +218,13 @@ class PolicyNode(Node):
         self._stop = threading.Event()
         self._last_stale_warning = -math.inf
         self.buffer = ObservationBuffer(self.params.image_topics)
+        self._joint_state: tuple[np.ndarray, float] | None = None  # latest positions, monotonic receipt time
+        self._arm = self.get_parameter("arm_model").value
+        self._start_state = self._checked_start_state(self.get_parameter("start_state").value)
+        self._start_tolerance = float(self.get_parameter("start_state_tolerance").value)
+        self._mover = None
+        if self.get_parameter("start_state_planner").value == "moveit":
+            self._mover = MoveItNamedStateMover()  # RuntimeError naming moveit_py where it is not installed
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._chunk_pub = self.create_publisher(ActionChunk, "mole/action_chunk", qos.RELIABLE)
@@ -243,6 +283,13 @@ class PolicyNode(Node):
                 if not (isinstance(p.value, float) and 0.0 < p.value <= 1.0):
                     return SetParametersResult(successful=False, reason=f"layer_budget {p.value} not in (0, 1]")
                 self._budget = p.value
+            elif p.name == "start_state":
+                try:
+                    self._start_state = self._checked_start_state(p.value)
+                except ValueError as err:
+                    return SetParametersResult(successful=False, reason=str(err))
+            elif p.name == "start_state_tolerance":
+                self._start_tolerance = float(p.value)
             elif p.name in ("fps", "max_observation_age", "time_limit"):
                 if not (isinstance(p.value, float) and math.isfinite(p.value) and p.value > 0):
                     return SetParametersResult(successful=False, reason=f"{p.name} must be a positive float")
@@ -250,6 +297,13 @@ class PolicyNode(Node):
         if updates:
             self.params = replace(self.params, **updates)
         return SetParametersResult(successful=True)
+
+    def _checked_start_state(self, state: str) -> str:
+        if state and state not in named_states(self._arm):
+            raise ValueError(
+                f"start_state {state!r} is not a named state of the {self._arm} SRDF: {named_states(self._arm)}"
+            )
+        return state
 
     # ---- inputs ----
 
@@ -271,6 +325,7 @@ class PolicyNode(Node):
             self._error_throttled(f"joint state refused: {err}")
             return
         self.buffer.update_state(positions, conversions.stamp_to_seconds(msg.header.stamp))
+        self._joint_state = (positions, time.monotonic())
 
     def _on_chunk_request(self, _msg: Header) -> None:
         self._pending = True
@@ -330,7 +385,10 @@ class PolicyNode(Node):
     # ---- tasks ----
 
     def start_task(self, task: Task) -> Task:
-        """Make `task` current; the previous one ends as pre-empted."""
+        """Make `task` current; the previous one ends as pre-empted. With `start_state` set, the task first moves
+        the arm there (state "moving_to_start")."""
+        if self._start_state:
+            task.start_state, task.state = self._start_state, "moving_to_start"
         with self._lock:
             previous, self._task = self._task, task
             self._pending = True
@@ -399,6 +457,9 @@ class PolicyNode(Node):
                 task = self._task
             if task is None or task.outcome is not None:
                 continue
+            if task.start_state:
+                self._move_to_start(task)
+                continue
             if self._success_at > task.started:
                 task.finish(True, "succeeded")
             elif time.monotonic() - task.started > task.time_limit:
@@ -409,6 +470,88 @@ class PolicyNode(Node):
                 task.finish(False, reason)
             elif self._pending:
                 self._infer(task)
+
+    def _move_to_start(self, task: Task) -> None:
+        """Move the arm to the task's start state and wait (bounded) until /joint_states shows it there. The move
+        goes through the chunk executor as one chunk, so it takes the same path as the policy's actions (limits,
+        speed caps, collision check, any output mode) and never fights the executor's stream. The time limit
+        counts from the start pose."""
+        state, task.start_state = task.start_state, ""
+        try:
+            if self._mover is not None:
+                self._mover.move_to(state)
+                timeout = 30.0
+            else:
+                current = self._fresh_joint_state(task, timeout=10.0)
+                if current is None:
+                    return
+                times, positions = named_state_trajectory(self._arm, state, current, fps=self.params.fps)
+                self._publish_move(task, positions, state)
+                timeout = 2.0 * float(times[-1]) + 3.0  # the executor's speed caps and a loaded machine's delays
+            if not self._wait_at_state(task, state, timeout):
+                return
+        except (ValueError, RuntimeError) as err:
+            self.get_logger().error(f"cannot move to start state {state!r}: {err}")
+            task.finish(False, f"cannot move to start state {state!r}: {err}")
+            return
+        self.get_logger().info(f"at start state {state!r}: starting {task.instruction!r}")
+        task.started = time.monotonic()
+        task.state = "waiting_for_observation"
+        self._pending = True
+        self._wake.set()
+
+    def _fresh_joint_state(self, task: Task, timeout: float) -> np.ndarray | None:
+        """The arm's current position, once a chunk executor listens (a move published to nobody is lost)."""
+        deadline = time.monotonic() + timeout
+        while task.outcome is None and not self._stop.is_set():
+            latest = self._joint_state
+            fresh = latest is not None and time.monotonic() - latest[1] <= self.params.max_observation_age
+            # The executor is the node that publishes chunk requests; the subscription count alone also counts
+            # recorders and monitors.
+            listening = self.count_publishers("mole/chunk_request") > 0 and self._chunk_pub.get_subscription_count()
+            if fresh and listening:
+                return latest[0]
+            if time.monotonic() > deadline:
+                missing = "a joint state on /joint_states" if not fresh else "a chunk executor on mole/action_chunk"
+                task.finish(False, f"start state: no {missing} for {timeout:.0f} s")
+                return None
+            time.sleep(0.02)
+        return None
+
+    def _wait_at_state(self, task: Task, state: str, timeout: float) -> bool:
+        started = time.monotonic()
+        error, joint = math.inf, ""
+        while task.outcome is None and not self._stop.is_set():
+            latest = self._joint_state
+            if latest is not None and latest[1] > started:
+                error, joint = named_state_error(self._arm, state, latest[0])
+                if error <= self._start_tolerance:
+                    return True
+            if task.rejecting():  # the executor refused the move (collision, limits): the arm holds, no point waiting
+                reason = f"start state {state!r}: move rejected: {task.last_rejection.split(': ', 1)[1]}"
+                self.get_logger().error(reason)
+                task.finish(False, reason)
+                return False
+            if time.monotonic() - started > timeout:
+                where = f"{joint} still {error:.3f} rad away" if joint else "no joint state"
+                self.get_logger().error(f"start state {state!r} not reached in {timeout:.1f} s: {where}")
+                task.finish(False, f"start state {state!r} not reached in {timeout:.1f} s: {where}")
+                return False
+            time.sleep(0.02)
+        return False
+
+    def _publish_move(self, task: Task, positions: np.ndarray, state: str) -> None:
+        chunk = conversions.build_action_chunk(
+            positions,
+            conversions.seconds_to_stamp(self._now()),
+            fps=self.params.fps,
+            chunk_id=self._chunk_id,
+            instruction=task.instruction,
+        )
+        task.chunk_ids.append(self._chunk_id)  # a rejected move (collision, limits) reaches the goal's feedback
+        self._chunk_pub.publish(chunk)
+        self._chunk_id += 1
+        self.get_logger().info(f"moving to start state {state!r} ({len(positions)} steps) for {task.instruction!r}")
 
     def _infer(self, task: Task) -> None:
         now = self._now()
