@@ -3,6 +3,7 @@ chunk executor, monitoring, robot_description and (optionally) rviz.
 
     ros2 launch mole_vla_ros bringup.launch.py sim:=true
     ros2 launch mole_vla_ros bringup.launch.py sim:=false port:=/dev/ttyACM0 camera:=0 checkpoint:=<hub id or path>
+    ros2 launch mole_vla_ros bringup.launch.py sim:=true moveit:=true   # + move_group (needs MoveIt installed)
 
 The node list and parameters come from mole_vla_ros.bringup.plan(), which `mole-vla bringup` runs in one process
 too; this file only turns that plan into launch actions.
@@ -15,7 +16,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
-from mole_vla_ros.bringup import BringupArgs, parameters_for, plan
+from mole_vla_ros.bringup import MOVE_GROUP_PACKAGE, BringupArgs, parameters_for, plan, require_package
 from so100_driver.description import generate_urdf
 
 ARGUMENTS = [
@@ -29,6 +30,7 @@ ARGUMENTS = [
     ("namespace", "", "namespace for every node of the suite"),
     ("device", "cpu", "torch device of the policy: cpu or cuda"),
     ("rviz", "false", "start rviz2 with config/mole.rviz"),
+    ("moveit", "false", "also start MoveIt's move_group with config/moveit/<arm_model>/ (needs MoveIt installed)"),
 ]
 
 
@@ -44,7 +46,10 @@ def _nodes(context, *_args, **_kwargs):
         arm_model=value["arm_model"],
         namespace=value["namespace"],
         device=value["device"],
+        moveit=value["moveit"].lower() == "true",
     )
+    if args.moveit:  # fail at launch, naming the package, rather than with a missing executable later
+        require_package(MOVE_GROUP_PACKAGE, "moveit:=true")
     actions = [
         Node(
             package=spec.package,

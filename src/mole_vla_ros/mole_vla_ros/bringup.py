@@ -7,6 +7,7 @@ disagree about which nodes run, with which parameters and remappings.
     sim:=true   sim_node (MuJoCo arm with arm_node's interface + camera + success detector)
     sim:=false  arm_node (Feetech bus on `port`) + camera_node (OpenCV `camera`)
     always      policy_node (VLA action server) + chunk_executor (async chunks -> arm) + monitor_node
+    moveit:=true  + move_group (MoveIt 2, config/moveit/<arm>/; launch file on a full ROS install only)
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class BringupArgs:
         namespace: ROS namespace for every node, so the suite drops into an existing stack.
         rviz: start rviz2 with config/mole.rviz (launch file only).
         device: torch device for the policy (cpu, cuda).
+        moveit: also start MoveIt's move_group (planning scene for collision_checker moveit, start_state_planner
+            moveit). A C++ node: the launch file only, on an install with MoveIt.
     """
 
     sim: bool = True
@@ -52,6 +55,7 @@ class BringupArgs:
     namespace: str = ""
     rviz: bool = False
     device: str = "cpu"
+    moveit: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.layer_budget <= 1.0:
@@ -72,7 +76,7 @@ class NodeSpec:
     package: str
     executable: str
     name: str
-    factory: str  # "module:callable" returning the node (or nodes) for the in-process bringup
+    factory: str  # "module:callable" returning the node (or nodes) for the in-process bringup; "" = not in-process
     param_files: tuple[str, ...] = ()
     overrides: dict[str, Any] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
@@ -178,7 +182,42 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
             {"arm_model": args.arm_model},
         ),
     ]
+    if args.moveit:
+        specs.append(move_group_spec(args.arm_model))
     return specs
+
+
+MOVE_GROUP_PACKAGE = "moveit_ros_move_group"
+NO_MOVEIT_IN_PROCESS = (
+    "moveit: move_group is MoveIt's C++ node and cannot run inside `mole-vla bringup`'s Python process; start the "
+    "suite with `ros2 launch mole_vla_ros bringup.launch.py moveit:=true` on a ROS install with MoveIt "
+    "(apt install ros-$ROS_DISTRO-moveit), or run move_group yourself (launch/moveit.launch.py)"
+)
+
+
+def move_group_spec(arm: str) -> NodeSpec:
+    """move_group with everything it reads (URDF, SRDF, kinematics, limits, OMPL, controllers), laid out as
+    moveit_configs_utils does, from config/moveit/<arm>/ (moveit_adapter.move_group_parameters). Our arm/sim node
+    publishes /joint_states; executing MoveIt plans needs the trajectory controllers of launch/moveit.launch.py."""
+    from mole_vla_ros.moveit_adapter import move_group_parameters  # late: moveit_adapter imports this module
+
+    return NodeSpec(
+        MOVE_GROUP_PACKAGE,
+        "move_group",
+        "move_group",
+        factory="",
+        overrides=move_group_parameters(arm, "topic_based"),
+    )
+
+
+def require_package(package: str, why: str) -> None:
+    """RuntimeError naming the package (and why it is needed) when it is not installed."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+    try:
+        get_package_share_directory(package)
+    except PackageNotFoundError as err:
+        raise RuntimeError(f"{why} needs the ROS package {package}, which is not installed") from err
 
 
 def _sim_image_size(cameras: CheckpointInfo) -> dict[str, int]:
@@ -202,6 +241,8 @@ def parameters_for(spec: NodeSpec) -> dict[str, Any]:
 def _create(spec: NodeSpec, namespace: str) -> list[Any]:
     from rclpy.parameter import Parameter
 
+    if not spec.factory:
+        raise ValueError(f"{spec.executable} ({spec.package}) cannot run in-process")
     module_name, attr = spec.factory.split(":")
     factory = getattr(importlib.import_module(module_name), attr)
     overrides = [Parameter(k, value=v) for k, v in parameters_for(spec).items()]
@@ -215,6 +256,9 @@ def run_in_process(args: BringupArgs, instruction: str | None = None) -> int:
     """Every node of plan(args) in this process under one executor, until Ctrl-C / SIGINT (ordered shutdown:
     see so100_driver.node_runner)."""
     from so100_driver.node_runner import run
+
+    if args.moveit:
+        raise ValueError(NO_MOVEIT_IN_PROCESS)
 
     def create() -> list[Any]:
         nodes = [node for spec in plan(args) for node in _create(spec, args.namespace)]
@@ -269,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default="", help="ROS namespace for every node")
     parser.add_argument("--device", default="cpu", help="torch device of the policy (cpu, cuda)")
     parser.add_argument("--instruction", default=None, help="publish this instruction once everything is up")
+    parser.add_argument("--moveit", action="store_true", help="refused: move_group needs the launch file")
     ns = parser.parse_args(argv)
+    if ns.moveit:
+        parser.error(NO_MOVEIT_IN_PROCESS)
     args = BringupArgs(
         sim=ns.sim,
         port=ns.port,
