@@ -27,7 +27,7 @@ from test_faults_policy import EXECUTOR, START, STEP, Arm, ScriptedPolicy
 TOLERANCE = 0.05
 
 
-def _goal_with_feedback(arm: Arm, time_limit: float = 30.0):
+def _goal_with_feedback(client, time_limit: float = 30.0):
     states: list[str] = []
     lock = threading.Lock()
 
@@ -36,8 +36,8 @@ def _goal_with_feedback(arm: Arm, time_limit: float = 30.0):
             if not states or states[-1] != msg.feedback.state:
                 states.append(msg.feedback.state)
 
-    assert arm.client.wait_for_server(timeout_sec=30.0), "no action server"
-    future = arm.client.send_goal_async(
+    assert client.wait_for_server(timeout_sec=30.0), "no action server"
+    future = client.send_goal_async(
         ExecuteInstruction.Goal(instruction="pick up the red cube", time_limit=time_limit),
         feedback_callback=on_feedback,
     )
@@ -56,7 +56,7 @@ def test_the_arm_moves_to_the_named_state_before_the_policy_runs():
         node = PolicyNode(policy=ScriptedPolicy(), parameter_overrides=overrides)
         arm = Arm(node)
         try:
-            states, result = _goal_with_feedback(arm)
+            states, result = _goal_with_feedback(arm.client)
             wait_until(lambda: len(arm.chunks) >= 2, 30.0, message=f"the move and a policy chunk\n{executor.tail()}")
             move, first = arm.chunks[0], arm.chunks[1]
             # The move is one chunk ending exactly on the named state; the arm never jumps on the way.
@@ -107,3 +107,49 @@ def test_start_state_can_change_at_runtime_but_only_to_a_named_state(ros):
 def test_the_moveit_planner_without_moveit_py_says_what_to_install(ros):
     with pytest.raises(RuntimeError, match="moveit_py"):
         PolicyNode(policy=ScriptedPolicy(), parameter_overrides=[Parameter("start_state_planner", value="moveit")])
+
+
+@pytest.mark.dds
+def test_the_mujoco_arm_reaches_the_named_state_through_the_executor():
+    """The same move against the simulated arm (physics, its own safety layer): the goal's feedback goes from
+    moving_to_start on once the sim's /joint_states are within tolerance of `ready`."""
+    from rclpy.action import ActionClient
+    from rclpy.executors import MultiThreadedExecutor
+
+    sim_args = ["--ros-args", "-p", "camera_fps:=0.0", "-p", "seed:=1"]  # no camera: the policy never infers
+    with (
+        NodeProcess("so100_driver.sim.sim_node", sim_args, name="sim") as sim,
+        NodeProcess(EXECUTOR, ["--ros-args", "-p", "hold_timeout:=30.0"], name="executor") as executor,
+        rclpy.init(),
+    ):
+        overrides = [Parameter("start_state", value="ready"), Parameter("start_state_tolerance", value=TOLERANCE)]
+        node = PolicyNode(policy=ScriptedPolicy(), parameter_overrides=overrides)
+        client_node = rclpy.create_node("start_state_probe")
+
+        spinner = MultiThreadedExecutor(num_threads=4)  # the policy's goal loop blocks a thread
+        spinner.add_node(node)
+        spinner.add_node(client_node)
+        thread = threading.Thread(target=spinner.spin, daemon=True)
+        thread.start()
+        try:
+            client = ActionClient(client_node, ExecuteInstruction, "/mole/execute_instruction")
+            states, result = _goal_with_feedback(client)
+            wait_until(
+                lambda: "waiting_for_observation" in states or result.done(),
+                60.0,
+                message=f"the start state, feedback {states}\n{executor.tail()}\n{sim.tail()}",
+            )
+            assert not result.done(), result.result().result.reason
+            assert states[0] == "moving_to_start", states
+            latest = node._joint_state[0]
+            error, joint = named_state_error("so100", "ready", latest)
+            assert error <= TOLERANCE, (joint, error)
+            assert latest[JOINT_NAMES.index("wrist_flex")] == pytest.approx(1.2, abs=TOLERANCE)
+        finally:
+            node.stop()
+            time.sleep(0.2)
+            spinner.shutdown(timeout_sec=5.0)
+            thread.join(timeout=5.0)
+            client_node.destroy_node()
+            node.destroy_node()
+        assert executor.alive() and sim.alive(), executor.tail()
