@@ -25,6 +25,8 @@ ORDER = (
     "driver",
     "sim",
     "executor",
+    "async_sync",
+    "latency",
     "policy",
     "compare_lerobot",
     "recorder",
