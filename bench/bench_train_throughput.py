@@ -43,8 +43,9 @@ def worker(steps: int, threads: int, result: str) -> None:
         for _ in range(steps):
             trainer.train_step()
         elapsed = time.perf_counter() - start
+        samples = steps * trainer.samples_per_step  # batch x ranks (x grad-accum): what the training logs count
     if rt.is_main:
-        Path(result).write_text(json.dumps({"samples_per_s": steps * BATCH * rt.world_size / elapsed}))
+        Path(result).write_text(json.dumps({"samples_per_s": samples / elapsed}))
     shutdown()
 
 

@@ -15,6 +15,7 @@ Run as a script (under torchrun), this file is one rank of the two-rank run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -25,52 +26,30 @@ import pytest
 import torch
 
 from mole_vla_ros.policy import MoLePolicy
-from mole_vla_ros.train.data import synthetic_dataset
 from mole_vla_ros.train.distributed import DistributedTrainer, resolve_precision, runtime_from_env, shutdown
 from mole_vla_ros.train.runtime import Runtime
 from mole_vla_ros.train.train import TrainConfig, Trainer
+
+sys.path.insert(0, str(Path(__file__).parent))  # pytest runs with --import-mode=importlib: no test dir on the path
+from train_common import (
+    fixed_loss,
+    one_torch_thread,  # noqa: F401 (an autouse fixture: one torch thread per test)
+    train_config,
+    write_lerobot_dataset,
+)
+from train_common import tiny_frames as data
 
 CPU = Runtime(torch.device("cpu"))
 STEPS = 40
 
 
-def data():
-    return synthetic_dataset(episodes=4, frames=24, size=32)
-
-
-def config(out: Path, batch_size: int = 8) -> TrainConfig:
-    return TrainConfig(
-        dataset="synthetic",
-        out=str(out),
-        steps=STEPS,
-        batch_size=batch_size,
-        warmup=2,
-        lr=1e-3,
-        log_every=1,
-        save_every=STEPS // 2,
-        device="cpu",
-        full_fraction=0.5,
-    )
+def config(out: Path, batch_size: int = 8, **overrides) -> TrainConfig:
+    settings = {"steps": STEPS, "batch_size": batch_size, "log_every": 1, "save_every": STEPS // 2}
+    return train_config(out, **(settings | overrides))
 
 
 def losses(history: list[dict]) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in history}
-
-
-def fixed_loss(policy: MoLePolicy, frames) -> float:
-    """Flow-matching loss on fixed frames with fixed noise and times, so two models are compared on equal terms."""
-    batch = frames.batch(list(range(0, len(frames), 3)), policy.config.chunk_size)
-    with torch.no_grad(), torch.random.fork_rng():
-        torch.manual_seed(1234)
-        return sum(policy(batch, budget=0.5)[1]["flow"] for _ in range(4)) / 4
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # other suites share this CPU
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -131,14 +110,126 @@ def test_a_two_rank_checkpoint_resumes_on_one_rank(two_ranks, tmp_path):
     assert (meta["world_size"], meta["grad_accum"], meta["global_batch"]) == (1, 2, 16)
 
 
-def test_precision_choice():
+def test_precision_choice(monkeypatch):
     assert resolve_precision("fp32", torch.device("cuda")) is None
-    assert resolve_precision("auto", torch.device("cpu")) is None  # no bf16 units here: fp32 is faster
+    assert resolve_precision("auto", torch.device("cpu")) is None  # bf16 autocast on a CPU is slower than fp32
     assert resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
+    assert resolve_precision("fp16", torch.device("cpu")) is torch.float16
     with pytest.raises(ValueError, match="precision"):
-        resolve_precision("fp16", torch.device("cpu"))
+        resolve_precision("fp8", torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a pre-Ampere GPU
+    assert resolve_precision("auto", torch.device("cuda")) is None
+    with pytest.raises(ValueError, match="no bf16 support; use --precision fp16"):
+        resolve_precision("bf16", torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", torch.device("cuda")) is torch.bfloat16
     with pytest.raises(ValueError, match="grad-accum"):
         DistributedTrainer(config(Path("/nonexistent")), CPU, data(), grad_accum=0)
+
+
+def test_logged_samples_per_second_count_every_accumulated_micro_batch(tmp_path):
+    trainer = DistributedTrainer(config(tmp_path / "run", steps=6, stage="full"), CPU, data(), grad_accum=2)
+    assert trainer.samples_per_step == 8 * 2  # batch-size x grad-accum x 1 rank
+    trainer.run(progress=False)
+    # log_every 1: each row's window is one step, so samples_per_step / samples_per_s is that step's time.
+    timed = sum(trainer.samples_per_step / row["samples_per_s"] for row in trainer.history)
+    assert 0.9 * trainer.wall_s <= timed <= 1.4 * trainer.wall_s, (timed, trainer.wall_s)
+
+
+def test_fp16_trains_with_loss_scaling_and_resumes_with_the_scale(tmp_path):
+    cfg = config(tmp_path / "run", steps=6, save_every=3)
+    first = DistributedTrainer(cfg, CPU, data(), precision="fp16")
+    assert first.scaler.is_enabled() and first.autocast_dtype is torch.float16
+    first.run(stop_at=2, progress=False)
+    first.scaler.update(new_scale=1024.0)  # not the default 65536, so a resume that drops the scale shows
+    first.run(stop_at=3, progress=False)
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "step_000003" / "training_state.pt", weights_only=False)
+    assert saved["grad_scaler"]["scale"] == first.scaler.get_scale() <= 1024.0
+    resumed = DistributedTrainer(cfg, CPU, data(), resume=True, precision="fp16")
+    assert resumed.scaler.get_scale() == saved["grad_scaler"]["scale"]
+    resumed.run(progress=False)
+    assert all(math.isfinite(row["loss"]) for row in resumed.history) and resumed.step == 6
+    plain = DistributedTrainer(cfg, CPU, data(), precision="fp32")
+    assert not plain.scaler.is_enabled()
+
+
+# Loaded by every Python process that has WRITES_LOG set (sitecustomize, through PYTHONPATH): an audit hook logs
+# each file or folder a torchrun worker creates, writes or renames under WRITES_UNDER, one log per RANK.
+WRITE_AUDIT = """
+import os, sys
+if os.environ.get("RANK") is not None and os.environ.get("WRITES_LOG"):
+    _under = os.path.realpath(os.environ["WRITES_UNDER"])
+    _log = os.open(os.environ["WRITES_LOG"] + os.environ["RANK"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    _writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+    def _audit(event, args):
+        if event == "open":
+            path, mode, flags = args
+            if not (any(c in (mode or "") for c in "wax+") or (mode is None and flags & _writing)):
+                return
+            paths = [path]
+        elif event == "os.mkdir":
+            paths = [args[0]]
+        elif event in ("os.rename", "os.replace"):
+            paths = list(args[:2])
+        else:
+            return
+        for path in paths:
+            if isinstance(path, (str, bytes, os.PathLike)):
+                path = os.path.realpath(os.fsdecode(path))
+                if path.startswith(_under):
+                    os.write(_log, (os.path.relpath(path, _under) + chr(10)).encode())
+
+    sys.addaudithook(_audit)
+"""
+
+
+@pytest.mark.slow  # two torchrun workers importing torch and training 30 steps: ~40 s on this CPU
+def test_the_train_cli_under_torchrun_trains_and_only_rank_0_writes(tmp_path):
+    from mole_vla_ros.policy import MoLeConfig
+    from mole_vla_ros.train.data import load_dataset
+
+    dataset, out, audit = write_lerobot_dataset(tmp_path / "ds"), tmp_path / "run", tmp_path / "audit"
+    audit.mkdir()
+    (audit / "sitecustomize.py").write_text(WRITE_AUDIT)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(audit), os.environ.get("PYTHONPATH", "")]),
+        WRITES_UNDER=str(out),
+        WRITES_LOG=str(tmp_path / "writes_rank"),
+    )
+    steps = 30
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "mole_vla_ros.cli", "train", "--dataset", str(dataset), "--out", str(out), "--preset", "tiny"]
+    cmd += ["--steps", str(steps), "--batch-size", "4", "--grad-accum", "2", "--precision", "fp32", "--lr", "1e-3"]
+    cmd += ["--warmup", "2", "--log-every", "5", "--save-every", "15", "--device", "cpu", "--threads", "1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    rank0 = (tmp_path / "writes_rank0").read_text().split()
+    rank1 = (tmp_path / "writes_rank1").read_text().split() if (tmp_path / "writes_rank1").exists() else []
+    assert rank1 == [], f"rank 1 wrote under --out: {rank1}"
+    # (safetensors writes the weights from Rust, out of the hook's sight; their folders are made from Python)
+    for written in ("curves.csv", "curves.json", "curves.png", "final/config.json", "checkpoints/last"):
+        assert written in rank0, (written, rank0)
+    assert proc.stdout.count('"policy":') == 1  # the run summary: rank 0's alone
+
+    meta = json.loads((out / "final" / "train_config.json").read_text())
+    assert (meta["world_size"], meta["grad_accum"], meta["global_batch"], meta["completed_steps"]) == (2, 2, 16, 30)
+    curves = json.loads((out / "curves.json").read_text())
+    assert [row["step"] for row in curves] == list(range(5, steps + 1, 5))
+    assert all(row["samples_per_s"] > 0 for row in curves)
+
+    trained = MoLePolicy.from_pretrained(out / "final")
+    resumable = MoLePolicy.from_pretrained(out / "checkpoints" / "step_000015")
+    frames = load_dataset(dataset, trained.config.input_size)
+    torch.manual_seed(0)  # the CLI's --seed: the model it started from
+    untrained = MoLePolicy(MoLeConfig.preset("tiny"))
+    untrained.set_normalization(frames.stats())
+    before, after = fixed_loss(untrained, frames), fixed_loss(trained, frames)
+    assert after < 0.7 * before, (before, after)
+    assert fixed_loss(resumable, frames) < before
 
 
 def _rank_main(out: str) -> None:

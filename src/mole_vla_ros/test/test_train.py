@@ -3,61 +3,37 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from mole_vla_ros.policy import MoLePolicy
 from mole_vla_ros.train import train as train_cli
-from mole_vla_ros.train.data import batch_indices, synthetic_dataset
+from mole_vla_ros.train.data import batch_indices
 from mole_vla_ros.train.runtime import Runtime
 from mole_vla_ros.train.train import TrainConfig, Trainer
+
+sys.path.insert(0, str(Path(__file__).parent))  # pytest runs with --import-mode=importlib: no test dir on the path
+from train_common import (
+    fixed_loss,
+    one_torch_thread,  # noqa: F401 (an autouse fixture: one torch thread per test)
+    tiny_frames,
+    train_config,
+    write_lerobot_dataset,
+)
 
 CPU = Runtime(torch.device("cpu"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # other suites share this CPU
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data():
-    return synthetic_dataset(episodes=4, frames=24, size=32)
+    return tiny_frames()
 
 
 def config(tmp_path, **overrides) -> TrainConfig:
-    base = {
-        "dataset": "synthetic",
-        "out": str(tmp_path / "run"),
-        "steps": 12,
-        "batch_size": 8,
-        "warmup": 2,
-        "lr": 1e-3,
-        "log_every": 2,
-        "save_every": 6,
-        "device": "cpu",
-        "full_fraction": 0.5,
-    }
-    return TrainConfig(**(base | overrides))
-
-
-def fixed_loss(policy: MoLePolicy, data, budget: float) -> float:
-    """Flow-matching loss on fixed frames with fixed noise and times, so two models are compared on equal terms."""
-    batch = data.batch(list(range(0, len(data), 3)), policy.config.chunk_size)
-    state = torch.get_rng_state()
-    torch.manual_seed(1234)
-    losses = []
-    with torch.no_grad():
-        for _ in range(4):
-            _, parts = policy(batch, budget=budget)
-            losses.append(parts["flow"])
-    torch.set_rng_state(state)
-    return float(np.mean(losses))
+    return train_config(tmp_path / "run", **overrides)
 
 
 def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp_path, data):
@@ -159,20 +135,7 @@ def test_action_chunks_stop_at_the_episode_end(data):
 
 
 def test_cli_trains_from_a_lerobot_dataset_on_disk(tmp_path):
-    from mole_vla_ros.data.lerobot_dataset import LeRobotDatasetWriter
-
-    rng = np.random.default_rng(0)
-    with LeRobotDatasetWriter(tmp_path / "ds", fps=30, cameras={"scene": (32, 32)}, vcodec="libx264") as writer:
-        for episode in range(2):
-            for _ in range(12):
-                q = rng.uniform(-0.5, 0.5, 6)
-                writer.add_frame(
-                    q,
-                    q + 0.01,
-                    {"scene": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)},
-                    f"pick up the {('red', 'blue')[episode]} cube",
-                )
-            writer.save_episode()
+    write_lerobot_dataset(tmp_path / "ds")
     out = tmp_path / "run"
     argv = [
         "--dataset",
@@ -213,3 +176,44 @@ def test_router_learning_rate_scale(tmp_path, data):
     assert any(not torch.equal(p, before[n]) for n, p in trainer.policy.router.named_parameters())
     with pytest.raises(ValueError, match="router-lr-scale"):
         config(tmp_path, router_lr_scale=0.0)
+
+
+def test_help_lists_the_scale_out_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    assert "--grad-accum" in shown and "--precision {auto,fp32,bf16,fp16}" in shown
+    cfg, resume, launch = train_cli.parse_args(
+        ["--dataset", "d", "--out", "o", "--grad-accum", "4", "--precision", "fp16"]
+    )
+    assert launch == {"grad_accum": 4, "precision": "fp16"} and not resume and cfg.batch_size == 16
+    with pytest.raises(SystemExit):
+        train_cli.parse_args(["--dataset", "d", "--out", "o", "--grad-accum", "0"])
+
+
+def test_the_scale_out_doc_commands_use_real_flags():
+    """Every `mole-vla train` / torchrun / accelerate command in docs/scale_out.md parses with the real parsers."""
+    import shlex
+
+    from torch.distributed.run import get_args_parser
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "scale_out.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in doc.split("```bash")[1:]]
+    commands = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    commands = [line.split("#", 1)[0] for line in commands if " train " in line.split("#", 1)[0]]
+    assert len(commands) >= 6, commands
+    for line in commands:
+        line = line.replace("$NODE_RANK", "0").replace("$MASTER", "10.0.0.1")
+        words = shlex.split(line)
+        while "=" in words[0]:  # OMP_NUM_THREADS=1 ...
+            words.pop(0)
+        launcher, rest = words[0], words[1:]
+        if launcher == "torchrun":
+            assert get_args_parser().parse_args(rest).module, line  # -m: the CLI module, not a script path
+        elif launcher == "accelerate":
+            assert rest[0] == "launch" and "-m" in rest, line
+        else:
+            assert launcher == "mole-vla", line
+        assert words[words.index("train") - 1] in ("mole-vla", "mole_vla_ros.cli"), line
+        train_cli.parse_args(words[words.index("train") + 1 :])  # exits (a failure) on an unknown or bad flag

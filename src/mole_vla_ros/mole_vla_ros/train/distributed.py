@@ -10,7 +10,8 @@ What a rank does differently from a lone process:
 - the flow-matching noise and time of a shard are drawn from a generator seeded by (seed, step, shard), not from
   a per-process stream, so they too depend on the shard and not on which process computes it;
 - losses are averaged across ranks before logging; only rank 0 writes checkpoints, curves and the progress bar;
-- on CUDA the forward pass runs under bf16 autocast (weights and optimizer states stay fp32).
+- on CUDA the forward pass runs under bf16 autocast (weights and optimizer states stay fp32); fp16 autocast
+  (GPUs without bf16) adds torch's GradScaler, whose state travels in the checkpoint.
 
 The torch machinery is used as it is (DDP, no_sync for accumulation, autocast); nothing here reimplements it.
 """
@@ -34,24 +35,38 @@ from mole_vla_ros.train.data import FrameDataset, batch_indices, to_device
 from mole_vla_ros.train.runtime import Runtime, resolve_runtime
 from mole_vla_ros.train.train import TrainConfig, Trainer, stage_config
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LAUNCH_OPTIONS = ("grad_accum", "precision")
 
 
-def parse_launch_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    """`mole-vla train`'s scale-out options (--grad-accum, --precision); the rest goes to train.parse_args."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches of --batch-size per optimizer step")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto = bf16 autocast on a GPU")
-    return p.parse_known_args(argv)
+def add_launch_args(parser: argparse.ArgumentParser) -> None:
+    """`mole-vla train`'s scale-out options, shown in its --help; main() hands them to make_trainer."""
+    g = parser.add_argument_group("scale-out (also under torchrun / accelerate launch)")
+    g.add_argument(
+        "--grad-accum",
+        type=int,
+        default=1,
+        help="micro-batches of --batch-size per optimizer step; samples per step = batch-size x this x ranks",
+    )
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="autocast dtype (weights and AdamW stay fp32). auto: bf16 on a GPU that has it, else fp32; "
+        "fp16 adds loss scaling (GradScaler); on a CPU bf16/fp16 run emulated, slower than fp32",
+    )
 
 
-def make_trainer(cfg: TrainConfig, resume: bool, launch: argparse.Namespace) -> Trainer:
+def make_trainer(cfg: TrainConfig, resume: bool, grad_accum: int = 1, precision: str = "auto") -> Trainer:
     """The plain Trainer for one process in fp32 without accumulation; the DistributedTrainer otherwise."""
     rt = runtime_from_env(resolve_runtime(cfg.device).device)
-    plain = rt.world_size == 1 and launch.grad_accum == 1 and resolve_precision(launch.precision, rt.device) is None
+    try:
+        plain = rt.world_size == 1 and grad_accum == 1 and resolve_precision(precision, rt.device) is None
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     if plain:
         return Trainer(cfg, rt, resume=resume)
-    return DistributedTrainer(cfg, rt, resume=resume, grad_accum=launch.grad_accum, precision=launch.precision)
+    return DistributedTrainer(cfg, rt, resume=resume, grad_accum=grad_accum, precision=precision)
 
 
 def runtime_from_env(device: torch.device, timeout_s: float = 600.0) -> Runtime:
@@ -90,16 +105,16 @@ def shutdown() -> None:
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32. `auto` = bf16 on a GPU that supports it, fp32 elsewhere
-    (this CPU has no bf16 matmul units: bf16 autocast there is slower than fp32)."""
+    (on a CPU, bf16 and fp16 autocast run but are slower than fp32: they are there to check a GPU recipe).
+    bf16 on a GPU without it (before Ampere) is refused with the fp16 alternative."""
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision!r} not in {PRECISIONS}")
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
+    gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "bf16" and device.type == "cuda" and not gpu_bf16:
+        raise ValueError("--precision bf16: this GPU has no bf16 support; use --precision fp16 (loss-scaled) or fp32")
+    if precision == "auto":
+        return torch.bfloat16 if gpu_bf16 else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def shard_seed(seed: int, step: int, shard: int) -> int:
@@ -127,6 +142,8 @@ class DistributedTrainer(Trainer):
             raise ValueError(f"--grad-accum must be >= 1, got {grad_accum}")
         self.grad_accum = grad_accum
         self.autocast_dtype = resolve_precision(precision, runtime.device)
+        # fp16's narrow range needs loss scaling (bf16 has fp32's range); disabled, the scaler is a pass-through.
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=self.autocast_dtype is torch.float16)
         super().__init__(cfg, runtime, data, resume)
         self.shards = self.rt.world_size * grad_accum
         if len(self.data) < cfg.batch_size * self.shards:
@@ -147,6 +164,20 @@ class DistributedTrainer(Trainer):
     @property
     def global_batch(self) -> int:
         return self.cfg.batch_size * self.rt.world_size * self.grad_accum
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.global_batch
+
+    def training_state(self) -> dict[str, Any]:
+        return super().training_state() | {
+            "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        super().load_training_state(state)
+        if state.get("grad_scaler") and self.scaler.is_enabled():  # an fp32/bf16 run resumed in fp16: default scale
+            self.scaler.load_state_dict(state["grad_scaler"])
 
     def _find_resume_point(self) -> Path:
         found = super()._find_resume_point()
@@ -201,13 +232,15 @@ class DistributedTrainer(Trainer):
             with sync:
                 with self._autocast(), _seeded(shard_seed(cfg.seed, self.step, shard), self.rt.device):
                     loss, parts = self.model(batch, budget=budget)
-                self._check_finite(loss, parts)
-                (loss / self.grad_accum).backward()
+                self._check_finite(loss, parts)  # fp16 gradient overflows are the scaler's: it skips that step
+                self.scaler.scale(loss / self.grad_accum).backward()
             for key, value in parts.items():
                 totals[key] = totals.get(key, 0.0) + value / self.grad_accum
         if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.policy.update_teacher()
         self.step += 1
         return {"stage": stage, "budget": budget, "lr": lr, **self._mean_over_ranks(totals)}

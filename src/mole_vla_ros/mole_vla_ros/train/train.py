@@ -11,6 +11,9 @@ One AdamW and one warm-up + cosine learning-rate curve span both stages, so a re
 
     mole-vla train --dataset data/sim_pick --out runs/tiny --preset tiny --steps 3000 --batch-size 32
 
+Several GPUs or nodes: the same command under `torchrun` / `accelerate launch`, with `--grad-accum` and
+`--precision` (train/distributed.py; the commands are in docs/scale_out.md).
+
 Resume (`--resume`) continues from <out>/checkpoints/last and gives the same weights as an uninterrupted run
 (same seed, same command): the batch order is a function of (seed, step), and the RNG and optimizer states travel
 in the checkpoint.
@@ -193,7 +196,10 @@ class Trainer:
     def _restore(self, folder: Path) -> None:
         weights = MoLePolicy.from_pretrained(folder).state_dict()
         self.policy.load_state_dict(weights)
-        state = ckpt.load_training_state(folder)
+        self.load_training_state(ckpt.load_training_state(folder))
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """The inverse of training_state (weights already loaded)."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.history = list(state["history"])
@@ -220,11 +226,15 @@ class Trainer:
             | {"completed_steps": self.step, "train_wall_s": round(self.wall_s, 1)},
         }
 
-    def save(self) -> Path | None:
-        if not self.rt.is_main:
-            return None
+    @property
+    def samples_per_step(self) -> int:
+        """Frames one optimizer step consumes over all ranks (the distributed trainer adds accumulation)."""
+        return self.cfg.batch_size * self.rt.world_size
+
+    def training_state(self) -> dict[str, Any]:
+        """What a resume needs beyond the weights."""
         teacher = self.policy.teacher
-        state = {
+        return {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(),
@@ -232,7 +242,11 @@ class Trainer:
             "wall_s": self.wall_s,
             "teacher": None if teacher is None else teacher.state_dict(),
         }
-        folder = ckpt.save_checkpoint(self.out, self.step, self.policy, state, self.meta())
+
+    def save(self) -> Path | None:
+        if not self.rt.is_main:
+            return None
+        folder = ckpt.save_checkpoint(self.out, self.step, self.policy, self.training_state(), self.meta())
         write_curves(self.history, self.out)
         return folder
 
@@ -284,7 +298,7 @@ class Trainer:
                 row = {
                     "step": self.step,
                     **parts,
-                    "samples_per_s": window_steps * cfg.batch_size * self.rt.world_size / max(elapsed, 1e-9),
+                    "samples_per_s": window_steps * self.samples_per_step / max(elapsed, 1e-9),
                 }
                 self.history.append(row)
                 window_start, window_steps = time.perf_counter(), 0
@@ -317,7 +331,10 @@ def _parse_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[
     return out
 
 
-def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
+def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, dict[str, Any]]:
+    """The run's TrainConfig, --resume, and the scale-out options (--grad-accum, --precision) for make_trainer."""
+    from mole_vla_ros.train import distributed  # late: distributed imports this module
+
     d = TrainConfig(dataset="", out="")
     p = argparse.ArgumentParser(
         prog="mole-vla train",
@@ -364,6 +381,7 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
         help="override a MoLeConfig field of the preset, e.g. --set chunk_size=16 (repeatable)",
     )
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last")
+    distributed.add_launch_args(p)
     p.add_argument(
         "--threads",
         type=int,
@@ -373,13 +391,16 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
     args = vars(p.parse_args(argv))
     resume = args.pop("resume")
     threads = args.pop("threads")
+    launch = {key: args.pop(key) for key in distributed.LAUNCH_OPTIONS}
+    if launch["grad_accum"] < 1:
+        p.error(f"--grad-accum must be >= 1, got {launch['grad_accum']}")
     if threads > 0:
         torch.set_num_threads(threads)
     args["overrides"] = _parse_overrides(p, args["overrides"])
     if args["preset"] is None and args["checkpoint"] is None:
         args["preset"] = "tiny"
     try:
-        return TrainConfig(**args), resume
+        return TrainConfig(**args), resume, launch
     except ValueError as exc:
         p.error(str(exc))
         raise  # unreachable: p.error exits
@@ -388,11 +409,10 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
 def main(argv: list[str] | None = None) -> int:
     from mole_vla_ros.train import distributed
 
-    launch, argv = distributed.parse_launch_args(argv)
-    cfg, resume = parse_args(argv)
+    cfg, resume, launch = parse_args(argv)
     if not resume and ckpt.last_checkpoint(Path(cfg.out)) is not None:
         raise SystemExit(f"{cfg.out} already holds checkpoints: add --resume to continue, or choose a new --out")
-    trainer = distributed.make_trainer(cfg, resume, launch)
+    trainer = distributed.make_trainer(cfg, resume, **launch)
     start = time.perf_counter()
     try:
         result = trainer.run()
