@@ -9,6 +9,11 @@
 - A two-rank checkpoint resumes on one rank (--grad-accum 2 keeps the global batch) and continues the two-rank run;
   a resume that would change the global batch is refused with the fix in the message.
 
+- The real command line, `python -m torch.distributed.run --nproc-per-node 2 -m mole_vla_ros.cli train ...` on a
+  generated on-disk dataset: only rank 0 writes under --out (an audit hook watches both ranks), the checkpoints
+  load, the loss falls.
+- fp16 trains with torch's GradScaler and a resume restores its scale; logged samples/s count batch x accum x ranks.
+
 Run as a script (under torchrun), this file is one rank of the two-rank run.
 """
 
