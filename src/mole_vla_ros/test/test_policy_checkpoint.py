@@ -79,6 +79,19 @@ def test_unknown_format_version_rejected(saved):
         MoLePolicy.from_pretrained(folder)
 
 
+def test_format_1_checkpoints_load_as_trained_without_the_embedding_scale(saved):
+    policy, folder = saved
+    cfg = json.loads((folder / "config.json").read_text())
+    del cfg["scale_prefix_embeddings"]
+    (folder / "config.json").write_text(json.dumps({**cfg, "format_version": 1}))
+    loaded = MoLePolicy.from_pretrained(folder)
+    assert loaded.config.format_version == 2 and not loaded.config.scale_prefix_embeddings
+    batch, noise = make_batch(policy, batch=1), fixed_noise(policy, 1)
+    unscaled = loaded.predict_action_chunk(batch, 1.0, noise).actions
+    scaled = policy.predict_action_chunk(batch, 1.0, noise).actions
+    assert not torch.allclose(unscaled, scaled), "the scale must change what the same weights compute"
+
+
 def test_unknown_config_field_and_missing_files_rejected(saved, tmp_path):
     _, folder = saved
     cfg = json.loads((folder / "config.json").read_text())
