@@ -78,7 +78,13 @@ def _run(policy: ScriptedPolicy, executor_params: tuple[str, ...], expect: tuple
             String, "mole/chunk_rejected", lambda m: reports.append(json.loads(m.data)), qos.RELIABLE
         )
         try:
-            feedback, result = _run_goal(arm, time_limit=5.0)
+            # The goal's time limit must not run out while the executor process is still starting (a loaded machine).
+            wait_until(
+                lambda: arm.node.count_publishers("mole/chunk_request") > 0,
+                60.0,
+                message=f"the executor up\n{executor.tail()}",
+            )
+            feedback, result = _run_goal(arm, time_limit=6.0)
             rejected = wait_until(
                 lambda: next((f for f in list(feedback) if f.last_rejection), None),
                 20.0,

@@ -56,6 +56,8 @@ def test_the_arm_moves_to_the_named_state_before_the_policy_runs():
         node = PolicyNode(policy=ScriptedPolicy(), parameter_overrides=overrides)
         arm = Arm(node)
         try:
+            # The policy node waits 10 s for the executor: on a loaded machine its process may take longer to start.
+            wait_until(lambda: node.count_publishers("mole/chunk_request") > 0, 60.0, message="the executor up")
             states, result = _goal_with_feedback(arm.client)
             wait_until(lambda: len(arm.chunks) >= 2, 30.0, message=f"the move and a policy chunk\n{executor.tail()}")
             move, first = arm.chunks[0], arm.chunks[1]
@@ -133,6 +135,11 @@ def test_the_mujoco_arm_reaches_the_named_state_through_the_executor():
         thread.start()
         try:
             client = ActionClient(client_node, ExecuteInstruction, "/mole/execute_instruction")
+            wait_until(
+                lambda: node.count_publishers("mole/chunk_request") > 0 and node._joint_state is not None,
+                60.0,
+                message=f"the executor and the sim up\n{sim.tail()}",
+            )
             states, result = _goal_with_feedback(client)
             wait_until(
                 lambda: "waiting_for_observation" in states or result.done(),
