@@ -17,13 +17,12 @@ the caller asserts with `units=`) and refuses a dataset whose units it cannot kn
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -32,6 +31,15 @@ import pyarrow as pa
 import pyarrow.compute
 import pyarrow.parquet as pq
 
+from mole_vla_ros.data.video_encoder import (
+    EncoderError,
+    EncoderProcess,
+    ImageSums,
+    InlineEncoder,
+    encode,
+    finish_video,
+    open_video,
+)
 from so100_driver.joints import JOINT_NAMES, joints_for
 
 CODEBASE_VERSION = "v3.0"
@@ -56,7 +64,7 @@ class LeRobotDatasetWriter:
     """Writes episodes frame by frame: `add_frame(...)` ..., `save_episode()` (or `discard_episode()`), `close()`.
 
     Args:
-        root: dataset folder (created; must not hold a dataset already).
+        root: dataset folder (created; must not hold a dataset already, unless `append`).
         fps: frame rate, Hz (timestamp = frame_index / fps).
         cameras: camera name -> (height, width); stored as videos `observation.images.<name>`.
         robot_type: info.json's robot_type.
@@ -75,6 +83,8 @@ class LeRobotDatasetWriter:
             episode killed before its commit, is overwritten), and stats, tasks and info.json cover old and new.
             The dataset must have the same fps, cameras (names and sizes), joint names, units (rad) and codec;
             otherwise DatasetError names each mismatch. Without `append`, a folder holding a dataset is refused.
+        encoder_process: with `commit_each_episode`, encode (and take image stats) in a worker process fed
+            through a pipe, so a live recorder's callbacks never wait on the encoder or its GIL (`video_encoder`).
     """
 
     def __init__(
@@ -87,6 +97,7 @@ class LeRobotDatasetWriter:
         vcodec: str = "libsvtav1",
         commit_each_episode: bool = False,
         append: bool = False,
+        encoder_process: bool = False,
     ) -> None:
         self.root = Path(root)
         existing = (self.root / "meta" / "info.json").exists()
@@ -110,12 +121,16 @@ class LeRobotDatasetWriter:
         self._buffer: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray] | None, str]] = []
         self._video: dict[str, tuple[av.container.OutputContainer, av.video.stream.VideoStream]] = {}
         self._video_frames = dict.fromkeys(self.cameras, 0)
-        self._image_sums = {c: _ImageSums() for c in self.cameras}
-        self._pending_sums = {c: _ImageSums() for c in self.cameras}  # the unsaved episode's
+        self._image_sums = {c: ImageSums() for c in self.cameras}
+        self._pending_sums = {c: ImageSums() for c in self.cameras}  # the unsaved episode's
         self.closed = False
         self.resumed_episodes = 0
         if existing:
             self._resume()
+        # Live mode's per-episode videos (the concatenated mode encodes at save and close, in this process).
+        self._encoder: InlineEncoder | EncoderProcess | None = None
+        if commit_each_episode:
+            self._encoder = (EncoderProcess if encoder_process else InlineEncoder)(self.fps, self.vcodec)
 
     def _resume(self) -> None:
         """Load the committed episodes of the dataset at root (rows, episodes, tasks, image stats) to append to."""
@@ -146,7 +161,7 @@ class LeRobotDatasetWriter:
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
         for name in self.cameras:
             if IMAGE_PREFIX + name in stats:
-                self._image_sums[name] = _ImageSums.from_stats(stats[IMAGE_PREFIX + name])
+                self._image_sums[name] = ImageSums.from_stats(stats[IMAGE_PREFIX + name])
         self.resumed_episodes = len(self._episodes)
         shutil.rmtree(self.root / ".partial", ignore_errors=True)  # an episode killed mid-way: never committed
 
@@ -180,22 +195,27 @@ class LeRobotDatasetWriter:
                 )
         if not task:
             raise DatasetError("every frame needs a task text")
-        if self.commit_each_episode:
-            for name, image in images.items():
-                if name not in self._video:
-                    self._video[name] = self._open_video(name, self._partial_video(name))
-                self._encode_frame(name, image, pts=len(self._buffer))
+        if self._encoder is not None:
+            try:
+                for name, image in images.items():
+                    if not self._encoder.is_open(name):
+                        self._encoder.open(name, self._partial_video(name), self.cameras[name])
+                    self._encoder.frame(name, image, pts=len(self._buffer))
+            except EncoderError as exc:
+                raise DatasetError(f"{self.root}: {exc}") from exc
             self._buffer.append((state_arr, action_arr, None, task))
         else:
             self._buffer.append((state_arr, action_arr, {k: v.copy() for k, v in images.items()}, task))
 
     def discard_episode(self) -> None:
         self._buffer.clear()
-        self._pending_sums = {c: _ImageSums() for c in self.cameras}
-        if self.commit_each_episode:
-            for name in list(self._video):
-                self._video.pop(name)[0].close()
-                self._partial_video(name).unlink(missing_ok=True)
+        self._pending_sums = {c: ImageSums() for c in self.cameras}
+        if self._encoder is not None:
+            for name in self.cameras:
+                if self._encoder.is_open(name):
+                    with contextlib.suppress(EncoderError):  # the failure was the encoder's; the episode goes
+                        self._encoder.discard(name)
+                    self._partial_video(name).unlink(missing_ok=True)
 
     def save_episode(self) -> int:
         """Append the buffered frames as one episode; returns its index."""
@@ -203,6 +223,14 @@ class LeRobotDatasetWriter:
             raise DatasetError("the writer is closed")
         if not self._buffer:
             raise DatasetError("no frames to save in this episode")
+        if self._encoder is not None:
+            # The videos first: an encoder failure drops the episode before anything of it reaches the index.
+            try:
+                for name in self.cameras:
+                    self._pending_sums[name] = self._encoder.finish(name)
+            except EncoderError as exc:
+                self.discard_episode()
+                raise DatasetError(f"{self.root}: episode not saved: {exc}") from exc
         episode = len(self._episodes)
         start = len(self._rows["index"])
         # Committed episodes get files of their own, numbered like LeRobot's rolled-over files.
@@ -232,8 +260,6 @@ class LeRobotDatasetWriter:
         for name in self.cameras:
             key = IMAGE_PREFIX + name
             if self.commit_each_episode:
-                container, stream = self._video.pop(name)
-                self._finish_video(container, stream)
                 final = self.root / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 self._partial_video(name).replace(final)
@@ -252,7 +278,7 @@ class LeRobotDatasetWriter:
         meta["meta/episodes/file_index"] = 0
         self._episodes.append(meta)
         self._buffer.clear()
-        self._pending_sums = {c: _ImageSums() for c in self.cameras}
+        self._pending_sums = {c: ImageSums() for c in self.cameras}
         if self.commit_each_episode:
             self._write_parquet(
                 self._data_table(start, start + meta["length"]),
@@ -264,47 +290,26 @@ class LeRobotDatasetWriter:
     def _partial_video(self, name: str) -> Path:
         return self.root / ".partial" / f"{IMAGE_PREFIX}{name}.mp4"
 
-    def _open_video(self, name: str, path: Path) -> tuple[av.container.OutputContainer, av.video.stream.VideoStream]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        container = av.open(str(path), mode="w")
-        stream = container.add_stream(self.vcodec, rate=self.fps)
-        stream.height, stream.width = self.cameras[name]
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, self.fps)
-        if self.vcodec == "libsvtav1":
-            os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints its config per stream
-            stream.options = {"preset": "11", "crf": "30", "g": "2"}
-        elif self.vcodec == "libx264":
-            stream.options = {"crf": "18", "g": "2"}
-        return container, stream
-
     def _encode_frame(self, name: str, image: np.ndarray, pts: int) -> None:
+        """The concatenated mode: one video per camera, opened at the first frame."""
         if name not in self._video:
             path = self.root / VIDEO_PATH.format(video_key=IMAGE_PREFIX + name, chunk_index=0, file_index=0)
-            self._video[name] = self._open_video(name, path)
+            self._video[name] = open_video(path, self.cameras[name], self.fps, self.vcodec)
         container, stream = self._video[name]
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = pts
-        for packet in stream.encode(frame):
-            container.mux(packet)
+        encode(container, stream, image, pts)
         self._pending_sums[name].add(image)
-
-    @staticmethod
-    def _finish_video(container: av.container.OutputContainer, stream: av.video.stream.VideoStream) -> None:
-        for packet in stream.encode():
-            container.mux(packet)
-        container.close()
 
     def close(self) -> None:
         """Finish the videos and write data and metadata. A pending (unsaved) episode is dropped."""
         if self.closed:
             return
-        if self.commit_each_episode:
+        if self._encoder is not None:
             self.discard_episode()
+            self._encoder.close()
         self.closed = True
         self._buffer.clear()
         for container, stream in self._video.values():
-            self._finish_video(container, stream)
+            finish_video(container, stream)
         self._video.clear()
         shutil.rmtree(self.root / ".partial", ignore_errors=True)
         if not self._episodes:
@@ -446,51 +451,6 @@ class LeRobotDatasetWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _ImageSums:
-    """Running per-channel sums of images in [0, 1]: mean, mean of squares, min, max (LeRobot's image stats)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.sum = np.zeros(3)
-        self.sum_sq = np.zeros(3)
-        self.min = np.ones(3)
-        self.max = np.zeros(3)
-
-    def add(self, image: np.ndarray) -> None:
-        pixels = image.reshape(-1, 3).astype(np.float64) / 255.0
-        self.count += 1
-        self.sum += pixels.mean(0)
-        self.sum_sq += (pixels**2).mean(0)
-        self.min = np.minimum(self.min, pixels.min(0))
-        self.max = np.maximum(self.max, pixels.max(0))
-
-    @classmethod
-    def from_stats(cls, stats: dict) -> _ImageSums:
-        """The sums behind stats() (a resumed dataset's meta/stats.json entry of one camera)."""
-        sums = cls()
-        sums.count = int(stats["count"][0])
-        channel = {k: np.array([float(np.ravel(v)[0]) for v in stats[k]]) for k in ("min", "max", "mean", "std")}
-        sums.sum = channel["mean"] * sums.count
-        sums.sum_sq = (channel["std"] ** 2 + channel["mean"] ** 2) * sums.count
-        sums.min, sums.max = channel["min"], channel["max"]
-        return sums
-
-    def merge(self, other: _ImageSums) -> None:
-        self.count += other.count
-        self.sum += other.sum
-        self.sum_sq += other.sum_sq
-        self.min = np.minimum(self.min, other.min)
-        self.max = np.maximum(self.max, other.max)
-
-    def stats(self) -> dict[str, list]:
-        mean = self.sum / max(self.count, 1)
-        std = np.sqrt(np.maximum(self.sum_sq / max(self.count, 1) - mean**2, 0.0))
-        return {
-            k: [[[float(v)]] for v in arr]
-            for k, arr in (("min", self.min), ("max", self.max), ("mean", mean), ("std", std))
-        } | {"count": [self.count]}
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -143,7 +143,8 @@ class RecorderNode(Node):
         self._saving = False  # an ended episode is being saved (the status says "saving", not yet "idle")
         self._arrivals: dict[str, float] = {}  # per stream: when its latest message arrived (node clock, s)
         self._episode_start = 0.0
-        # Frames are encoded on a thread of their own: a slow encoder delays the files, never the subscriptions.
+        # Frames go to the writer on a thread of their own, and from there to an encoder process: a slow encoder
+        # delays the files, never the subscriptions.
         self._writer_thread = threading.Thread(target=self._write_loop, name="recorder-writer", daemon=True)
         self._writer_thread.start()
 
@@ -175,7 +176,7 @@ class RecorderNode(Node):
         values["camera_topics"] = tuple(values["camera_topics"])
         values["camera_names"] = tuple(values["camera_names"])
         if not values["root"]:
-            raise ValueError("parameter root (the new dataset folder) is required")
+            raise ValueError("parameter root (the dataset folder) is required")
         values["root"] = str(Path(values["root"]).expanduser())
         if not values["camera_topics"] or len(values["camera_topics"]) != len(values["camera_names"]):
             raise ValueError("camera_topics and camera_names need one entry each per camera (at least one)")
@@ -325,6 +326,7 @@ class RecorderNode(Node):
             vcodec=self.params.vcodec,
             commit_each_episode=True,
             append=True,
+            encoder_process=True,  # the encoder's CPU and GIL stay out of this process and its callbacks
         )
 
     # ---- the writer thread --------------------------------------------------------------------------------
