@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,21 @@ def config(out: Path, batch_size: int = 8, **overrides) -> TrainConfig:
     return train_config(out, **(settings | overrides))
 
 
+def run_launcher(cmd: list[str], env: dict[str, str], timeout_s: float = 240.0) -> subprocess.CompletedProcess:
+    """Run a torchrun launch in its own process group, so a launch that hangs takes its ranks down with it
+    (killing the launcher alone would leave the ranks waiting in a collective)."""
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"torchrun ran past {timeout_s} s: {stdout[-2000:]}{stderr[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
 def losses(history: list[dict]) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in history}
 
@@ -63,7 +79,7 @@ def two_ranks(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp") / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", __file__, str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = run_launcher(cmd, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
 
@@ -209,7 +225,7 @@ def test_the_train_cli_under_torchrun_trains_and_only_rank_0_writes(tmp_path):
     cmd += ["-m", "mole_vla_ros.cli", "train", "--dataset", str(dataset), "--out", str(out), "--preset", "tiny"]
     cmd += ["--steps", str(steps), "--batch-size", "4", "--grad-accum", "2", "--precision", "fp32", "--lr", "1e-3"]
     cmd += ["--warmup", "2", "--log-every", "5", "--save-every", "15", "--device", "cpu", "--threads", "1"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = run_launcher(cmd, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     rank0 = (tmp_path / "writes_rank0").read_text().split()
