@@ -4,7 +4,7 @@ bag converter's throughput (frames/s) on a bag of the same streams.
 
     scripts/run_in_env.sh python bench/bench_recorder.py        # -> bench/results/recorder.json + recorder.png
 
-The live run is made twice: with Fast DDS's default transports, and with `fastdds_large_images.xml` (a 32 MB
+The live run is made twice: with Fast DDS's default transports, and with `config/fastdds_large_images.xml` (a 32 MB
 shared-memory segment). By default a 640x480 RGB image (921 KB) does not fit the 512 KB segment, goes over UDP in
 64 KB fragments, and a best-effort image is lost whenever one fragment is: on this 2-core machine a bare subscriber
 got ~13 of 30 images/s per camera that way, and all 30 with the large segment.
@@ -29,7 +29,7 @@ CAMERAS = ("top", "wrist")
 VCODEC = "libx264"
 BAG_SECONDS = 3.0  # converter benchmark bag length, s
 RESULTS = Path(__file__).parent / "results"
-LARGE_IMAGES_PROFILE = Path(__file__).parent / "fastdds_large_images.xml"
+LARGE_IMAGES_PROFILE = Path(__file__).parents[1] / "config" / "fastdds_large_images.xml"
 
 
 def patterns(seed: int, n: int = FPS):
