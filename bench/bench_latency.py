@@ -269,9 +269,14 @@ def measure(model: str, chunks: int, time_cap: float) -> dict:
         robot = RobotSide(cameras)
         try:
             deadline = time.monotonic() + START_TIMEOUT
-            while robot.count() < 2:  # the child builds its model, then answers once the task is set
-                robot.instruction.publish(String(data="pick up the red cube"))
-                time.sleep(1.0)
+            # The child builds its model, then subscribes; the task is set once (a repeat would pre-empt a slow
+            # model's chunk in flight), again only if nothing came back for a long while.
+            last_sent = -math.inf
+            while robot.count() < 2:
+                if robot.instruction.get_subscription_count() and time.monotonic() - last_sent > 60.0:
+                    robot.instruction.publish(String(data="pick up the red cube"))
+                    last_sent = time.monotonic()
+                time.sleep(0.5)
                 assert policy.alive() and time.monotonic() < deadline, policy.tail()
             for budget in BUDGETS:
                 load_start = os.getloadavg()
