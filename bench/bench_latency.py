@@ -22,7 +22,8 @@ Policy threads: POLICY_THREADS. Other processes on this shared 2-core machine ad
 recorded at the start and end of every cell.
 
     scripts/run_in_env.sh python bench/bench_latency.py [--chunks 30] [--quick]
-writes bench/results/latency.json and bench/results/latency.png
+    scripts/run_in_env.sh python bench/bench_latency.py --models default --dds-profile config/fastdds_large_images.xml
+writes bench/results/latency.json and bench/results/latency.png (latency_<profile>.json/png with --dds-profile)
 """
 
 from __future__ import annotations
@@ -299,6 +300,8 @@ def measure(model: str, chunks: int, time_cap: float) -> dict:
                     "num_layers": rows[0]["num_layers"] if rows else None,
                     **{name: stats(parts[:, i]) for i, name in enumerate(COLUMNS)},
                     "inference_latency_field": stats(np.array([r["inference_latency"] for r in rows])),
+                    # chunks whose oldest input was the joint state, not a frame (frame_to_buffer is then nan)
+                    "oldest_input_joint_state_share": float(np.mean(np.isnan(parts[:, 1]))),
                     # frames/s over all cameras: published by the robot side, and reaching the policy's buffer
                     "frames_published_per_s": published / seconds,
                     "frames_buffered_per_s": len(buffered) / seconds,
@@ -327,6 +330,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"default checkpoint only, {QUICK_CHUNKS} chunks a cell")
     parser.add_argument("--policy-child", choices=list(MODELS), help=argparse.SUPPRESS)
     parser.add_argument("--timing-log", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--dds-profile",
+        help="Fast DDS profile for both processes (e.g. config/fastdds_large_images.xml); results go to "
+        "latency_<profile name>.json/png",
+    )
     args, ros_args = parser.parse_known_args()
     if args.policy_child:
         sys.exit(policy_child(args.policy_child, args.timing_log, ros_args))
@@ -336,6 +344,10 @@ def main() -> None:
     from so100_driver.testing.ros_harness import isolate_ros_environment
 
     isolate_ros_environment()
+    name = "latency"
+    if args.dds_profile:  # inherited by the policy child
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(Path(args.dds_profile).resolve())
+        name += "_" + Path(args.dds_profile).stem.removeprefix("fastdds_")
     models = ["default"] if args.quick else args.models
     wall_start, results = time.monotonic(), {}
     with rclpy.init():
@@ -344,8 +356,13 @@ def main() -> None:
             results[model] = measure(model, chunks, MODELS[model]["time_cap_s"])
     record = {
         "what": "camera capture stamp -> ActionChunk at a subscriber, real PolicyNode in a child process over DDS "
-        "(default Fast DDS transports: shared memory on one machine)",
-        "command": "scripts/run_in_env.sh python bench/bench_latency.py" + (" --quick" if args.quick else ""),
+        "(Fast DDS on one machine: shared memory, large messages fall back to UDP fragments unless a profile "
+        "enlarges the segment)",
+        "command": "scripts/run_in_env.sh python bench/bench_latency.py"
+        + (" --quick" if args.quick else "")
+        + (f" --models {' '.join(models)}" if not args.quick and models != list(MODELS) else "")
+        + (f" --dds-profile {args.dds_profile}" if args.dds_profile else ""),
+        "dds_profile": args.dds_profile,
         "camera": {"hw": CAMERA_HW, "fps": CAMERA_FPS, "encoding": "rgb8"},
         "cameras": {m: MODELS[m]["cameras"] for m in models},
         "request_period_s": REQUEST_PERIOD,
@@ -356,12 +373,12 @@ def main() -> None:
         "results": results,
     }
     OUT.mkdir(exist_ok=True)
-    (OUT / "latency.json").write_text(json.dumps(record, indent=2) + "\n")
-    plot(results)
-    print(f"wrote {OUT / 'latency.json'} and {OUT / 'latency.png'} in {record['wall_s']} s")
+    (OUT / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    plot(results, OUT / f"{name}.png", args.dds_profile)
+    print(f"wrote {OUT / name}.json and .png in {record['wall_s']} s")
 
 
-def plot(results: dict) -> None:
+def plot(results: dict, path: Path, profile: str | None) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
     parts = (("frame_to_buffer", "frame stamp -> policy buffer"), ("in_buffer", "in buffer until inference"))
     parts += (("inference", "inference"), ("delivery", "delivery"))
@@ -378,9 +395,9 @@ def plot(results: dict) -> None:
         ax.set_xlabel("layer budget")
         ax.set_ylabel("camera stamp -> chunk at subscriber, ms")
         ax.legend(fontsize=8)
-    fig.suptitle("Camera-to-chunk latency over DDS (policy node in its own process)")
+    fig.suptitle(f"Camera-to-chunk latency over DDS (policy node in its own process; profile: {profile or 'default'})")
     fig.tight_layout()
-    fig.savefig(OUT / "latency.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
