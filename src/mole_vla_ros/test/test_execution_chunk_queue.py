@@ -37,12 +37,33 @@ def test_first_chunk_actions_come_out_at_their_times():
 
 
 def test_stale_actions_are_dropped_so_time_never_goes_backwards():
-    q = ChunkQueue()
-    # Observation at 100.0, chunk arrives 0.25 s later: actions at 100.1 and 100.2 are already past.
-    result = q.push(stamp=100.0, offsets=_offsets(6), positions=_ramp(6), now=100.25)
+    q = ChunkQueue(QueueConfig(blend_mode=BlendMode.REPLACE))
+    q.push(stamp=100.0, offsets=_offsets(10), positions=_chunk(10, 0.5), now=100.0)  # the arm moves until 101.0
+    q.pop(100.15)  # the action due at 100.2 is sent
+    # Observation at 100.2, chunk arrives 0.25 s later while the arm was moving: 100.3 and 100.4 are already past.
+    result = q.push(stamp=100.2, offsets=_offsets(6), positions=_ramp(6), now=100.45)
     assert result.dropped_stale == 2 and result.queued == 4
-    tick = q.pop(100.25)
-    assert tick.target_time == pytest.approx(100.3) and tick.positions[0] == pytest.approx(0.02)
+    tick = q.pop(100.45)
+    assert tick.target_time == pytest.approx(100.5) and tick.positions[0] == pytest.approx(0.02)
+
+
+def test_a_chunk_for_an_arm_that_held_still_starts_now_whatever_the_inference_took():
+    q = ChunkQueue()
+    q.push(stamp=100.0, offsets=_offsets(3), positions=_chunk(3, 0.5), now=100.0)
+    assert q.pop(100.25).target_time == pytest.approx(100.3)  # the last action: the queue then runs dry
+    assert q.pop(100.4).holding
+    # Observed at 100.5 while holding; inference took 2 s, longer than the chunk's 0.6 s horizon. Every action of
+    # it is "past" by the clock, yet the arm has not moved since the observation: the plan plays from now.
+    result = q.push(stamp=100.5, offsets=_offsets(6), positions=_ramp(6, 0.5), now=102.5)
+    assert result.accepted and result.dropped_stale == 0 and result.queued == 6
+    tick = q.pop(102.5)
+    assert tick.target_time == pytest.approx(102.6) and tick.positions[0] == pytest.approx(0.5) and not tick.holding
+    # The same late chunk for an arm that was still moving after its observation is overtaken entirely.
+    moving = ChunkQueue()
+    moving.push(stamp=100.0, offsets=_offsets(10), positions=_chunk(10, 0.5), now=100.0)
+    moving.pop(100.55)  # the action due at 100.6 is sent, after the observation at 100.5
+    late = moving.push(stamp=100.5, offsets=_offsets(6), positions=_ramp(6, 0.5), now=102.5)
+    assert late.dropped_stale == 6
 
 
 def test_a_chunk_entirely_in_the_past_keeps_the_old_queue():

@@ -117,7 +117,10 @@ def test_executor_streams_at_the_control_rate_requests_the_next_chunk_and_holds(
 
 
 def test_trajectory_output_drops_points_overtaken_by_latency():
+    # restart_after_hold off: the first chunk's overtaken points are dropped as while streaming (the default
+    # would replay them from its arrival, the arm having held still; test_execution_chunk_queue covers that).
     args = ["--ros-args", "-p", "output_mode:=trajectory", "-p", "trajectory_points:=5"]
+    args += ["-p", "restart_after_hold:=false"]
     with NodeProcess(MODULE, args) as proc, rclpy.init():
         probe = Probe("trajectory_probe")
         probe.spin_until(lambda: probe.chunk_pub.get_subscription_count() > 0, 20.0, f"executor\n{proc.tail()}")

@@ -51,6 +51,9 @@ class QueueConfig:
     limit_tolerance: rad. Actions at most this far outside a joint's limits are clamped onto the limit (a
         policy trained on demonstrations that touch a limit overshoots it slightly); farther than this the whole
         chunk is rejected, since the model is then not producing anything the arm can do.
+    restart_after_hold: a chunk whose observation was taken while the arm held still (queue dry, or the first
+        chunk) plays from its arrival instead of losing the actions its inference time overtook; without it an
+        inference longer than the chunk's horizon (a 500M model on a CPU) never moves the arm.
     """
 
     mode: ExecutionMode = ExecutionMode.ASYNC
@@ -60,6 +63,7 @@ class QueueConfig:
     request_timeout: float = 1.0
     arm: str = "so100"
     limit_tolerance: float = 0.1
+    restart_after_hold: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", ExecutionMode(self.mode))
@@ -201,6 +205,10 @@ class ChunkQueue:
             return PushResult(accepted=True, queued=len(self._times))
 
         times = stamp + offsets
+        if self.config.restart_after_hold and not np.any(self._times >= now) and self._sent_until <= stamp:
+            # The arm has held still since before this chunk's observation: that observation still describes it,
+            # so the plan starts now rather than losing its first actions to the inference time.
+            times = now + offsets
         # Past actions, and those due before the target already sent, would move the arm back in time.
         fresh = (times >= now) & (times > self._sent_until)
         dropped = int(np.count_nonzero(~fresh))

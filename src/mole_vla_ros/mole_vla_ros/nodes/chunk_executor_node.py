@@ -49,7 +49,15 @@ from so100_driver.node_runner import run
 
 OUTPUT_MODES = ("command", "trajectory", "follow_joint_trajectory")
 # Parameters the queue reads; they may change at runtime (validated by building a new QueueConfig).
-QUEUE_PARAMS = ("mode", "threshold", "blend_mode", "blend_weight", "request_timeout", "limit_tolerance")
+QUEUE_PARAMS = (
+    "mode",
+    "threshold",
+    "blend_mode",
+    "blend_weight",
+    "request_timeout",
+    "limit_tolerance",
+    "restart_after_hold",
+)
 
 
 def rejection_message(chunk_id: int, instruction: str, reason: str) -> str:
@@ -118,6 +126,14 @@ class ChunkExecutorNode(Node):
                     _params.floating("Clamp actions this far outside limits, reject beyond, rad.", 0.0, 1.0),
                 ),
                 ("request_timeout", 1.0, _params.floating("Repeat an unanswered chunk request after, s.", 0.05, 60.0)),
+                (
+                    "restart_after_hold",
+                    True,
+                    ParameterDescriptor(
+                        description="A chunk observed while the arm held still plays from its arrival (else its "
+                        "actions overtaken by the inference time are dropped, as while streaming)."
+                    ),
+                ),
                 ("joint_names", list(JOINT_NAMES), _params.text("Output joint names, in the joint table's order.")),
                 ("trajectory_points", 10, _params.integer("Points per trajectory message.", 1, 200, read_only=True)),
                 (

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 2  # 2: scale_prefix_embeddings (format-1 checkpoints load with it off, as they were trained)
+FORMAT_VERSION = 2  # 2: scale_prefix_embeddings, router_input_norm (format 1 loads with both off, as trained)
 SKIP_MODES = ("project", "reuse", "skip_expert")
 KD_TARGETS = ("kv", "hidden")
 DTYPES = ("float32", "bfloat16")
@@ -56,9 +56,10 @@ class MoLeConfig:
         kd_target: what CogKD distils: "kv" (the per-layer K/V the expert reads) or "hidden" (final hidden states).
         w_flow, w_kd, w_balance: loss weights (MoLe's code: KD 0.5, balance 0.01).
         ema_decay: teacher EMA decay (0 = the teacher is the live network with every layer active).
-        scale_prefix_embeddings: multiply image and text token embeddings by sqrt(text_hidden), as SmolVLA does
-            (from pi0). Without it a from-scratch text embedding (init std 0.02) stays ~20x smaller than the image
-            and state tokens and the policy learns to ignore the instruction (it picked a cube, not the named one).
+        scale_prefix_embeddings: multiply image and text token embeddings by sqrt(text_hidden), as SmolVLA does (from
+            pi0), so the prefix tokens enter the decoder at the size SmolVLM2's pretrained layers expect.
+        router_input_norm: the router reads RMS-normalised visual/text/state tokens (scale-free inputs); without it
+            the sqrt(hidden) prefix scale saturated its softmax and it collapsed onto one layer set (balance loss 2.0).
         dtype: compute dtype at inference ("bfloat16" halves memory traffic; CPU speed depends on AMX/AVX512-BF16).
         quantize_int8: dynamic int8 quantisation of Linear layers at inference (CPU only).
     """
@@ -98,6 +99,7 @@ class MoLeConfig:
     # --- STAR router (MoLe)
     router_hidden: int = 256
     router_use_state: bool = True
+    router_input_norm: bool = True
     default_budget: float = 0.5
     gumbel_tau: float = 0.0
     skip_mode: str = "skip_expert"
@@ -211,7 +213,7 @@ class MoLeConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MoLeConfig:
         if data.get("format_version") == 1:  # trained before the SmolVLA embedding scale existed here
-            data = {**data, "format_version": 2, "scale_prefix_embeddings": False}
+            data = {**data, "format_version": 2, "scale_prefix_embeddings": False, "router_input_norm": False}
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise CheckpointError(f"unknown config fields {sorted(unknown)}")

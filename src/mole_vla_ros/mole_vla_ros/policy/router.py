@@ -14,6 +14,7 @@ load-balance loss; inference: hard top-k at a budget that may change per call.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import MoLeConfig
@@ -31,11 +32,16 @@ class STARRouter(nn.Module):
         self.sharpness = nn.Linear(r, 1)
         self.use_state = cfg.router_use_state
         self.gumbel_tau = cfg.gumbel_tau
+        self.normalize_inputs = cfg.router_input_norm
 
     def forward(
         self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, state: torch.Tensor
     ) -> torch.Tensor:
         """Layer probabilities (B, L) from visual (B, V, D), text (B, T, D) with mask (B, T), state token (B, 1, D)."""
+        if self.normalize_inputs:
+            # The router sees token directions, not their size: the prefix scale (sqrt(hidden)) otherwise makes
+            # its logits so large that the softmax saturates and it collapses onto one fixed layer set.
+            visual, text, state = (F.rms_norm(x, (x.shape[-1],)) for x in (visual, text, state))
         spatial = self.spatial(self.proj(visual).mean(1))  # (B, L)
         if self.use_state:
             text = torch.cat([text, state], dim=1)
