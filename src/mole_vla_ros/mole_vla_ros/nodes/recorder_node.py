@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -433,7 +434,9 @@ def _answer(response: Trigger.Response, success: bool, message: str) -> Trigger.
 def main(args: list[str] | None = None) -> int:
     # launch stops nodes with SIGINT, then SIGTERM: both end the spin, so stop() closes the episode either way.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    return run(RecorderNode, args, fatal=(ValueError,))
+    # One thread: rclpy's MultiThreadedExecutor delayed callbacks by over a second at ~100 messages/s on 2 loaded
+    # cores (ros2/rclpy#1223), so samples arrived after their frame was written; the writer has its own thread.
+    return run(RecorderNode, args, executor=lambda _nodes: SingleThreadedExecutor(), fatal=(ValueError,))
 
 
 if __name__ == "__main__":
