@@ -48,7 +48,7 @@ def test_stale_actions_are_dropped_so_time_never_goes_backwards():
 
 
 def test_a_chunk_for_an_arm_that_held_still_starts_now_whatever_the_inference_took():
-    q = ChunkQueue()
+    q = ChunkQueue(QueueConfig(restart_after_hold=True))
     q.push(stamp=100.0, offsets=_offsets(3), positions=_chunk(3, 0.5), now=100.0)
     assert q.pop(100.25).target_time == pytest.approx(100.3)  # the last action: the queue then runs dry
     assert q.pop(100.4).holding
@@ -59,7 +59,7 @@ def test_a_chunk_for_an_arm_that_held_still_starts_now_whatever_the_inference_to
     tick = q.pop(102.5)
     assert tick.target_time == pytest.approx(102.6) and tick.positions[0] == pytest.approx(0.5) and not tick.holding
     # The same late chunk for an arm that was still moving after its observation is overtaken entirely.
-    moving = ChunkQueue()
+    moving = ChunkQueue(QueueConfig(restart_after_hold=True))
     moving.push(stamp=100.0, offsets=_offsets(10), positions=_chunk(10, 0.5), now=100.0)
     moving.pop(100.55)  # the action due at 100.6 is sent, after the observation at 100.5
     late = moving.push(stamp=100.5, offsets=_offsets(6), positions=_ramp(6, 0.5), now=102.5)

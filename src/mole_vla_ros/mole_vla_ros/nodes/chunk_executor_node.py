@@ -128,10 +128,10 @@ class ChunkExecutorNode(Node):
                 ("request_timeout", 1.0, _params.floating("Repeat an unanswered chunk request after, s.", 0.05, 60.0)),
                 (
                     "restart_after_hold",
-                    True,
+                    False,
                     ParameterDescriptor(
-                        description="A chunk observed while the arm held still plays from its arrival (else its "
-                        "actions overtaken by the inference time are dropped, as while streaming)."
+                        description="A chunk observed while the arm held still plays from its arrival instead of "
+                        "dropping the actions its inference overtook; on when inference outlasts the chunk horizon."
                     ),
                 ),
                 ("joint_names", list(JOINT_NAMES), _params.text("Output joint names, in the joint table's order.")),
