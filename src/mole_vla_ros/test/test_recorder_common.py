@@ -6,14 +6,22 @@ frame's expected sample is unambiguous: the latest one stamped at or before the 
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
+from mole_vla_ros import qos
 from mole_vla_ros.conversions import seconds_to_stamp
 from so100_driver.joints import JOINT_NAMES
+from so100_driver.testing.ros_harness import wait_until
 
 FPS = 15
 SIZE = (48, 64)
@@ -86,3 +94,43 @@ def bag_records(samples: list[Sample], log_delay: float = 0.002) -> list[tuple[s
         (TOPICS[s.stream], TYPES[s.stream], round((s.stamp + log_delay) * 1e9), serialize_message(s.msg))
         for s in samples
     ]
+
+
+class RecorderProbe:
+    """The test's side of a recorder over DDS: publishers of the three streams, the services, the status."""
+
+    def __init__(self, name: str, services: tuple[str, ...] = ("start", "stop", "discard")) -> None:
+        self.node = rclpy.create_node(name)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.pubs = {
+            "scene": self.node.create_publisher(Image, TOPICS["scene"], qos.SENSOR_DATA),
+            "state": self.node.create_publisher(JointState, TOPICS["state"], qos.RELIABLE),
+            "action": self.node.create_publisher(JointState, TOPICS["action"], qos.RELIABLE),
+        }
+        self.status: list[dict] = []
+        self.node.create_subscription(String, "recorder/status", lambda m: self.status.append(json.loads(m.data)), 10)
+        self.clients = {n: self.node.create_client(Trigger, f"recorder/{n}") for n in services}
+
+    def spin_until(self, predicate, timeout, message):
+        return wait_until(predicate, timeout, lambda t: self.executor.spin_once(timeout_sec=t), message)
+
+    def call(self, name: str) -> Trigger.Response:
+        future = self.clients[name].call_async(Trigger.Request())
+        self.spin_until(future.done, 30.0, f"recorder/{name} response")
+        return future.result()
+
+    def play(self, samples, until=lambda: False) -> bool:
+        """Publish each sample at its stamp (wall clock = the recorder's clock), spinning meanwhile like a live
+        sensor; returns early (True) once `until()` holds."""
+        for sample in samples:
+            delay = sample.stamp - time.time()
+            if delay > 0:
+                self.executor.spin_once(timeout_sec=delay)
+            if until():
+                return True
+            self.pubs[sample.stream].publish(sample.msg)
+        return until()
+
+    def latest(self) -> dict:
+        return self.status[-1] if self.status else {}

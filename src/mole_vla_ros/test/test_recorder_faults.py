@@ -5,7 +5,6 @@ Session A (on_shutdown: save): episode 0 ends when the action stream goes silent
 Session B (on_shutdown: discard, same root): episode 2 is stopped by the service, the next one dropped at SIGINT.
 """
 
-import json
 import signal
 import sys
 import time
@@ -14,17 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
-from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
-from std_srvs.srv import Trigger
 
-from mole_vla_ros import qos
 from mole_vla_ros.data.lerobot_dataset import LeRobotDatasetReader
-from so100_driver.testing.ros_harness import NodeProcess, wait_until
+from so100_driver.testing.ros_harness import NodeProcess
 
 sys.path.insert(0, str(Path(__file__).parent))  # pytest runs with --import-mode=importlib: no test dir on the path
-from test_recorder_common import FPS, TOPICS, streams
+from test_recorder_common import FPS, RecorderProbe, streams
 
 pytestmark = pytest.mark.dds
 
@@ -32,29 +26,9 @@ TASK = "stack the cubes"
 STALL = 1.5
 
 
-class Probe:
-    """Publishers of the three streams, the recorder's services and its status."""
-
+class Probe(RecorderProbe):
     def __init__(self, name: str) -> None:
-        self.node = rclpy.create_node(name)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.pubs = {
-            "scene": self.node.create_publisher(Image, TOPICS["scene"], qos.SENSOR_DATA),
-            "state": self.node.create_publisher(JointState, TOPICS["state"], qos.RELIABLE),
-            "action": self.node.create_publisher(JointState, TOPICS["action"], qos.RELIABLE),
-        }
-        self.status: list[dict] = []
-        self.node.create_subscription(String, "recorder/status", lambda m: self.status.append(json.loads(m.data)), 10)
-        self.clients = {n: self.node.create_client(Trigger, f"recorder/{n}") for n in ("start", "stop")}
-
-    def spin_until(self, predicate, timeout, message):
-        return wait_until(predicate, timeout, lambda t: self.executor.spin_once(timeout_sec=t), message)
-
-    def call(self, name: str) -> Trigger.Response:
-        future = self.clients[name].call_async(Trigger.Request())
-        self.spin_until(future.done, 30.0, f"recorder/{name} response")
-        return future.result()
+        super().__init__(name, services=("start", "stop"))
 
     def ready(self, proc: NodeProcess) -> None:
         self.spin_until(lambda: all(c.service_is_ready() for c in self.clients.values()), 60.0, proc.tail())
@@ -69,20 +43,6 @@ class Probe:
         self.spin_until(attempt, 30.0, f"start\n{proc.tail()}")
         self.status.clear()  # what follows is this episode's
         self.spin_until(lambda: self.latest().get("state") == "recording", 10.0, f"recording\n{proc.tail()}")
-
-    def play(self, samples, until=lambda: False) -> bool:
-        """Publish each sample at its stamp; returns early (True) once `until()` holds."""
-        for sample in samples:
-            delay = sample.stamp - time.time()
-            if delay > 0:
-                self.executor.spin_once(timeout_sec=delay)
-            if until():
-                return True
-            self.pubs[sample.stream].publish(sample.msg)
-        return until()
-
-    def latest(self) -> dict:
-        return self.status[-1] if self.status else {}
 
 
 def recorder(root: Path, *extra: str) -> NodeProcess:

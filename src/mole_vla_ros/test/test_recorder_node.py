@@ -4,7 +4,6 @@ and kill -9 mid-episode leaves a dataset that loads.
 One recorder process records, in order: a discarded episode, a saved one, and one killed with SIGKILL halfway.
 """
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -12,60 +11,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
-from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
-from std_srvs.srv import Trigger
 
-from mole_vla_ros import qos
 from mole_vla_ros.data.bag2lerobot import main as bag2lerobot
 from mole_vla_ros.data.bag2lerobot import write_bag
 from mole_vla_ros.data.lerobot_dataset import LeRobotDatasetReader
-from so100_driver.testing.ros_harness import NodeProcess, wait_until
+from so100_driver.testing.ros_harness import NodeProcess
 
 sys.path.insert(0, str(Path(__file__).parent))  # pytest runs with --import-mode=importlib: no test dir on the path
-from test_recorder_common import FPS, TOPICS, bag_records, expected_frames, image, streams
+from test_recorder_common import FPS, TOPICS, RecorderProbe, bag_records, expected_frames, image, streams
 
 pytestmark = pytest.mark.dds
 
 TASK = "wave at the camera"
 
 
-class Probe:
-    """The test's side of the graph: publishers of the three streams, the services, the status."""
-
+class Probe(RecorderProbe):
     def __init__(self) -> None:
-        self.node = rclpy.create_node("recorder_probe")
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.pubs = {
-            "scene": self.node.create_publisher(Image, TOPICS["scene"], qos.SENSOR_DATA),
-            "state": self.node.create_publisher(JointState, TOPICS["state"], qos.RELIABLE),
-            "action": self.node.create_publisher(JointState, TOPICS["action"], qos.RELIABLE),
-        }
-        self.status: list[dict] = []
-        self.node.create_subscription(String, "recorder/status", lambda m: self.status.append(json.loads(m.data)), 10)
-        self.clients = {n: self.node.create_client(Trigger, f"recorder/{n}") for n in ("start", "stop", "discard")}
-
-    def spin_until(self, predicate, timeout, message):
-        return wait_until(predicate, timeout, lambda t: self.executor.spin_once(timeout_sec=t), message)
-
-    def call(self, name: str) -> Trigger.Response:
-        future = self.clients[name].call_async(Trigger.Request())
-        self.spin_until(future.done, 30.0, f"recorder/{name} response")
-        return future.result()
-
-    def play(self, samples) -> None:
-        """Publish each sample at its stamp (wall clock = the recorder's clock)."""
-        for sample in samples:
-            delay = sample.stamp - time.time()
-            if delay > 0:
-                self.executor.spin_once(timeout_sec=delay)  # paced like a live sensor, spinning meanwhile
-            self.pubs[sample.stream].publish(sample.msg)
+        super().__init__("recorder_probe")
 
     def received(self, samples) -> bool:
         counts = {s: sum(1 for x in samples if x.stream == s) for s in TOPICS}
-        latest = self.status[-1] if self.status else {}
+        latest = self.latest()
         return latest.get("state") == "recording" and latest.get("received") == counts
 
 
