@@ -2,15 +2,17 @@
 
 rclpy's default SIGINT handler invalidates the context at once, while a node's own threads (the arm's control
 loop, the policy's inference worker, the sim's physics) may still publish or touch the hardware; that ends in
-errors or a crash. Here SIGINT only ends the spin; then each node's `stop()` (if it has one) runs, the executor
-shuts down, and the nodes are destroyed in reverse order of creation (so an arm created first holds and releases
-its hardware last). A start-up failure the node reports as one of `fatal` exceptions becomes one clear line and
-exit code 1 instead of a traceback.
+errors or a crash. Here SIGINT (and SIGTERM, how launch escalates) only ends the spin; then each node's `stop()`
+(if it has one) runs, the executor shuts down, and the nodes are destroyed in reverse order of creation (so an arm
+created first holds and releases its hardware last). A start-up failure the node reports as one of `fatal`
+exceptions becomes one clear line and exit code 1 instead of a traceback.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 import rclpy
@@ -26,11 +28,25 @@ def multi_threaded(num_threads: int | None = None) -> ExecutorFactory:
 
 
 def spin_until_shutdown(nodes: Sequence[Node], executor: Executor) -> None:
-    """Spin `nodes` on `executor` until interrupted, then stop and destroy them in order."""
+    """Spin `nodes` on `executor` until SIGINT/SIGTERM, then stop and destroy them in order.
+
+    The signals only set a flag the spin loop checks: raised as KeyboardInterrupt they could land inside rclpy's
+    message conversion on the spinning thread, which then fails with a RuntimeError and exit code 1.
+    """
+    stop = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        stop.set()
+        executor.wake()  # out of its wait; no timeout per spin (rclpy makes a timer for each one)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, request_stop)
     try:
         for node in nodes:
             executor.add_node(node)
-        executor.spin()
+        while not stop.is_set() and executor.context.ok():
+            executor.spin_once()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import queue
-import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -432,8 +431,7 @@ def _answer(response: Trigger.Response, success: bool, message: str) -> Trigger.
 
 
 def main(args: list[str] | None = None) -> int:
-    # launch stops nodes with SIGINT, then SIGTERM: both end the spin, so stop() closes the episode either way.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # launch stops nodes with SIGINT, then SIGTERM: node_runner ends the spin on both, so stop() closes the episode.
     # One thread: rclpy's MultiThreadedExecutor delayed callbacks by over a second at ~100 messages/s on 2 loaded
     # cores (ros2/rclpy#1223), so samples arrived after their frame was written; the writer has its own thread.
     return run(RecorderNode, args, executor=lambda _nodes: SingleThreadedExecutor(), fatal=(ValueError,))
