@@ -152,3 +152,28 @@ def test_no_teacher_pass_without_distillation():
     policy.config = dataclasses.replace(policy.config, w_kd=0.5)
     policy(make_batch(policy, batch=2), budget=1.0)
     assert calls == [1, 1, 1]  # student + teacher
+
+
+def test_future_state_loss_trains_the_cognition_token_and_needs_its_target():
+    policy = tiny_policy(w_future=1.0, future_horizon=10, w_kd=0.0, w_balance=0.0).train()
+    batch = make_batch(policy, batch=2)
+    with pytest.raises(ValueError, match="future_state"):
+        policy(batch, budget=1.0)
+    future = torch.randn(2, policy.config.state_dim)
+    loss, parts = policy({**batch, "future_state": future}, budget=1.0)
+    assert parts["future"] > 0 and loss.item() == pytest.approx(parts["flow"] + parts["future"], rel=1e-5)
+    loss.backward()
+    assert policy.cognition.grad.abs().sum() > 0 and policy.future_head.weight.grad.abs().sum() > 0
+    # The head only learns from the cognition token: a different future moves the loss, the flow term stays.
+    torch.manual_seed(0)
+    _, a = policy({**batch, "future_state": future}, budget=1.0)
+    torch.manual_seed(0)
+    _, b = policy({**batch, "future_state": future + 5.0}, budget=1.0)
+    assert b["future"] > a["future"] + 1.0 and a["flow"] == pytest.approx(b["flow"], rel=1e-6)
+
+
+def test_no_future_head_or_loss_by_default():
+    policy = tiny_policy().train()
+    _, parts = policy(make_batch(policy, batch=2), budget=1.0)
+    assert policy.future_head is None and parts["future"] == 0.0
+    assert not any(k.startswith("future_head") for k in policy.state_dict())

@@ -134,6 +134,22 @@ def test_action_chunks_stop_at_the_episode_end(data):
     assert torch.equal(batch["action"][0, 2], data.action[last])  # padded with the held last action
 
 
+def test_future_states_stop_at_the_episode_end(data):
+    first_last = int((data.episode_index == 0).sum()) - 1  # final frame of episode 0
+    batch = data.batch([0, first_last - 2, first_last], chunk_size=4, future_horizon=5)
+    assert torch.equal(batch["future_state"][0], data.state[5])
+    assert torch.equal(batch["future_state"][1], data.state[first_last])  # never the next episode's first state
+    assert torch.equal(batch["future_state"][2], data.state[first_last])
+    assert "future_state" not in data.batch([0], chunk_size=4)
+
+
+def test_trainer_feeds_the_future_state_loss(tmp_path, data):
+    cfg = config(tmp_path, steps=4, save_every=4, log_every=1, overrides={"w_future": 1.0, "future_horizon": 6})
+    trainer = Trainer(cfg, CPU, data=data)
+    rows = [trainer.train_step() for _ in range(4)]
+    assert all(row["future"] > 0 for row in rows)
+
+
 def test_cli_trains_from_a_lerobot_dataset_on_disk(tmp_path):
     write_lerobot_dataset(tmp_path / "ds")
     out = tmp_path / "run"

@@ -55,6 +55,13 @@ class MoLeConfig:
             (expert layer l is skipped too). See skip.py for the measurement behind the default.
         kd_target: what CogKD distils: "kv" (the per-layer K/V the expert reads) or "hidden" (final hidden states).
         w_flow, w_kd, w_balance: loss weights (MoLe's code: KD 0.5, balance 0.01).
+        w_future: weight of an auxiliary loss in which the cognition token predicts the robot state
+            `future_horizon` frames ahead (clamped to the episode's end). 0 = off (SmolVLA/MoLe have none). Why it
+            exists: the first chunks of a reach toward one of several objects barely differ, so the flow loss gives
+            almost no gradient for reading *which* object the instruction names, and a policy learns to reach for
+            any of them; where the arm will be seconds later differs by the whole object spacing. Needs no labels
+            beyond the dataset's own states.
+        future_horizon: frames ahead the auxiliary loss predicts (at 30 fps, 45 = 1.5 s).
         ema_decay: teacher EMA decay (0 = the teacher is the live network with every layer active).
         scale_prefix_embeddings: multiply image and text token embeddings by sqrt(text_hidden), as SmolVLA does (from
             pi0), so the prefix tokens enter the decoder at the size SmolVLM2's pretrained layers expect.
@@ -109,6 +116,8 @@ class MoLeConfig:
     w_kd: float = 0.5
     w_balance: float = 0.01
     ema_decay: float = 0.0
+    w_future: float = 0.0
+    future_horizon: int = 45
     # --- prefix
     scale_prefix_embeddings: bool = True
     # --- inference numerics
@@ -146,6 +155,7 @@ class MoLeConfig:
                 "state_dim",
                 "action_dim",
                 "router_hidden",
+                "future_horizon",
             )
         }
         bad = {k: v for k, v in positive.items() if not (isinstance(v, int) and v > 0)}
@@ -176,7 +186,7 @@ class MoLeConfig:
             raise ValueError(f"dtype={self.dtype!r} not in {DTYPES}")
         if not 0.0 <= self.ema_decay < 1.0 or self.gumbel_tau < 0.0:
             raise ValueError("ema_decay must be in [0, 1) and gumbel_tau >= 0")
-        if min(self.w_flow, self.w_kd, self.w_balance) < 0.0:
+        if min(self.w_flow, self.w_kd, self.w_balance, self.w_future) < 0.0:
             raise ValueError("loss weights must be >= 0")
 
     # --- derived sizes

@@ -73,6 +73,8 @@ class MoLePolicy(nn.Module):
         self.state_proj = nn.Linear(config.max_state_dim, config.text_hidden)
         # SmolVLA has no cognition token; MoLe's CogKD needs one: a learned token at the end of the prefix.
         self.cognition = nn.Parameter(torch.randn(1, 1, config.text_hidden) * 0.02)
+        # Training-only auxiliary (config.w_future): the cognition token's last hidden state predicts a later state.
+        self.future_head = nn.Linear(config.text_hidden, config.max_state_dim) if config.w_future > 0 else None
         self.normalizer = Normalizer(config)
         self.tokenizer = make_tokenizer(config)
         self._queue: deque[torch.Tensor] = deque()
@@ -230,7 +232,8 @@ class MoLePolicy(nn.Module):
 
     # --- training
     def forward(self, batch: dict[str, Any], budget: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss = w_flow * flow matching + w_kd * CogKD + w_balance * load balance, and its parts as floats."""
+        """Total loss = w_flow * flow matching + w_kd * CogKD + w_balance * load balance (+ w_future * future
+        state), and its parts as floats."""
         if self._quantized:
             raise RuntimeError("an int8-quantised policy is inference-only")
         cfg = self.config
@@ -281,15 +284,27 @@ class MoLePolicy(nn.Module):
             else:
                 kd = cogkd.cogkd_loss([student.hidden], [teacher.hidden], weights)
         balance = load_balance_loss(probs, hard)
-        total = cfg.w_flow * flow + cfg.w_kd * kd + cfg.w_balance * balance
+        future = self._future_loss(batch, student.hidden[:, cog_index]) if cfg.w_future > 0 else flow.new_zeros(())
+        total = cfg.w_flow * flow + cfg.w_kd * kd + cfg.w_balance * balance + cfg.w_future * future
         parts = {
             "loss": total.item(),
             "flow": flow.item(),
             "cogkd": kd.item(),
             "balance": balance.item(),
+            "future": future.item(),
             "active_fraction": hard.float().mean().item(),
         }
         return total, parts
+
+    def _future_loss(self, batch: dict[str, Any], cognition: torch.Tensor) -> torch.Tensor:
+        """MSE (normalised units) of the state `future_horizon` frames ahead, predicted from the cognition token."""
+        if "future_state" not in batch or self.future_head is None:
+            raise ValueError("w_future > 0 needs batch['future_state'] (B, state_dim) and a policy built with it")
+        future = batch["future_state"].float()
+        if future.shape != (cognition.shape[0], self.config.state_dim):
+            raise ValueError(f"batch['future_state'] must be (B, {self.config.state_dim}), got {tuple(future.shape)}")
+        target = self.normalizer.state(future.to(cognition.device))
+        return F.mse_loss(self.future_head(cognition)[:, : self.config.state_dim], target)
 
     @torch.no_grad()
     def update_teacher(self) -> None:

@@ -7,7 +7,19 @@ import itertools
 import json
 from pathlib import Path
 
-COLUMNS = ("step", "stage", "budget", "loss", "flow", "cogkd", "balance", "active_fraction", "lr", "samples_per_s")
+COLUMNS = (
+    "step",
+    "stage",
+    "budget",
+    "loss",
+    "flow",
+    "cogkd",
+    "balance",
+    "future",
+    "active_fraction",
+    "lr",
+    "samples_per_s",
+)
 
 
 def write_curves(history: list[dict[str, float | str]], out: Path) -> None:
@@ -29,12 +41,12 @@ def _plot(history: list[dict[str, float | str]], path: Path) -> None:
     matplotlib.use("Agg")  # headless: training runs on machines without a display
     import matplotlib.pyplot as plt
 
-    terms = ("loss", "flow", "cogkd", "balance")
+    terms = ("loss", "flow", "cogkd", "balance", "future")
     fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2))
     steps = [row["step"] for row in history]
     stage_change = [row["step"] for prev, row in itertools.pairwise(history) if row["stage"] != prev["stage"]]
     for ax, term in zip(axes, terms, strict=True):
-        ax.plot(steps, [row[term] for row in history], lw=1.2)
+        ax.plot(steps, [row.get(term, 0.0) for row in history], lw=1.2)
         for step in stage_change:
             ax.axvline(step, color="grey", ls="--", lw=0.8)
         ax.set_title(term)

@@ -84,21 +84,25 @@ class FrameDataset:
             }
         return out
 
-    def batch(self, indices: Sequence[int], chunk_size: int) -> dict[str, object]:
-        """The policy's training batch for frames `indices`: images in [0, 1], the H-step chunk and its pad mask."""
+    def batch(self, indices: Sequence[int], chunk_size: int, future_horizon: int = 0) -> dict[str, object]:
+        """The policy's training batch for frames `indices`: images in [0, 1], the H-step chunk and its pad mask;
+        with `future_horizon` > 0 also the state that many frames ahead (the episode's last one past its end)."""
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         offsets = torch.arange(chunk_size)
         wanted = idx[:, None] + offsets[None]  # (B, H) frame of each chunk step
         end = self._episode_end[idx][:, None]
         is_pad = wanted > end
         action = self.action[torch.minimum(wanted, end)]  # past the end: repeat the last action (hold still)
-        return {
+        batch = {
             "images": [self.images[c][idx].float() / 255.0 for c in self.cameras],
             "instruction": [self.tasks[i] for i in self.task_index[idx].tolist()],
             "state": self.state[idx],
             "action": action,
             "action_is_pad": is_pad,
         }
+        if future_horizon > 0:
+            batch["future_state"] = self.state[torch.minimum(idx + future_horizon, self._episode_end[idx])]
+        return batch
 
 
 def resize_frames(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
@@ -154,11 +158,18 @@ def batch_indices(num_frames: int, batch_size: int, step: int, seed: int, rank: 
 
 
 def iterate_batches(
-    data: FrameDataset, chunk_size: int, batch_size: int, first_step: int, seed: int, rank: int = 0, world: int = 1
+    data: FrameDataset,
+    chunk_size: int,
+    batch_size: int,
+    first_step: int,
+    seed: int,
+    rank: int = 0,
+    world: int = 1,
+    future_horizon: int = 0,
 ) -> Iterator[dict[str, object]]:
     step = first_step
     while True:
-        yield data.batch(batch_indices(len(data), batch_size, step, seed, rank, world), chunk_size)
+        yield data.batch(batch_indices(len(data), batch_size, step, seed, rank, world), chunk_size, future_horizon)
         step += 1
 
 

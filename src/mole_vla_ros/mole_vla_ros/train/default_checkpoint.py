@@ -41,6 +41,12 @@ MODEL_ARGS = [
     "text_layers_total=8",
     "--set",
     "num_kept_layers=8",
+    # Where the arm is 1.5 s ahead, predicted from the cognition token: without it the policy ignored the colour
+    # word (swapping red/blue changed its chunk by 0.0000 rad²) and reached for whichever cube (see config.w_future).
+    "--set",
+    "w_future=1.0",
+    "--set",
+    "future_horizon=45",
 ]
 LR, WARMUP, FULL_FRACTION = 5e-4, 100, 0.6
 # A light balance term and a 10x router learning rate: at balance 0.01 and the shared rate the router's scores

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from mole_vla_ros.train import checkpoint as ckpt
-from mole_vla_ros.train.data import FrameDataset, batch_indices, to_device
+from mole_vla_ros.train.data import FrameDataset, batch_indices
 from mole_vla_ros.train.runtime import Runtime, resolve_runtime
 from mole_vla_ros.train.train import TrainConfig, Trainer, stage_config
 
@@ -213,7 +213,7 @@ class DistributedTrainer(Trainer):
         for micro in range(self.grad_accum):
             shard = self.rt.rank * self.grad_accum + micro
             idx = batch_indices(len(self.data), cfg.batch_size, self.step, cfg.seed, shard, self.shards)
-            yield shard, to_device(self.data.batch(idx, self.base_config.chunk_size), self.rt.device)
+            yield shard, self.load_batch(idx)
 
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg

@@ -250,13 +250,19 @@ class Trainer:
         write_curves(self.history, self.out)
         return folder
 
+    def load_batch(self, indices: list[int]) -> dict[str, object]:
+        """Frames `indices` as a training batch on the device, with the future states when the policy learns them."""
+        base = self.base_config
+        horizon = base.future_horizon if base.w_future > 0 else 0
+        return to_device(self.data.batch(indices, base.chunk_size, horizon), self.rt.device)
+
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         stage = cfg.stage_at(self.step)
         self.policy.config, budget = stage_config(self.base_config, cfg, stage)
         self.policy.train()
         idx = batch_indices(len(self.data), cfg.batch_size, self.step, cfg.seed, self.rt.rank, self.rt.world_size)
-        batch = to_device(self.data.batch(idx, self.base_config.chunk_size), self.rt.device)
+        batch = self.load_batch(idx)
         lr = cfg.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
@@ -303,7 +309,8 @@ class Trainer:
                 self.history.append(row)
                 window_start, window_steps = time.perf_counter(), 0
                 bar.set_postfix(
-                    {k: f"{parts[k]:.4f}" for k in ("loss", "flow", "cogkd", "balance")} | {"stage": parts["stage"]}
+                    {k: f"{parts[k]:.4f}" for k in ("loss", "flow", "cogkd", "balance", "future")}
+                    | {"stage": parts["stage"]}
                 )
             if self.step % cfg.save_every == 0 and self.step < cfg.steps:
                 self.save()
@@ -423,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = {
             "steps": result["step"],
             "wall_s": round(time.perf_counter() - start, 1),
-            "final": {k: last.get(k) for k in ("loss", "flow", "cogkd", "balance", "samples_per_s")},
+            "final": {k: last.get(k) for k in ("loss", "flow", "cogkd", "balance", "future", "samples_per_s")},
             "policy": str(Path(cfg.out) / "final"),
         }
         print(json.dumps(summary, indent=2))
