@@ -48,22 +48,109 @@ def test_stale_actions_are_dropped_so_time_never_goes_backwards():
 
 
 def test_a_chunk_for_an_arm_that_held_still_starts_now_whatever_the_inference_took():
-    q = ChunkQueue(QueueConfig(restart_after_hold=True))
+    q = ChunkQueue()  # stale actions counted in executed steps: the default
     q.push(stamp=100.0, offsets=_offsets(3), positions=_chunk(3, 0.5), now=100.0)
     assert q.pop(100.25).target_time == pytest.approx(100.3)  # the last action: the queue then runs dry
     assert q.pop(100.4).holding
     # Observed at 100.5 while holding; inference took 2 s, longer than the chunk's 0.6 s horizon. Every action of
     # it is "past" by the clock, yet the arm has not moved since the observation: the plan plays from now.
     result = q.push(stamp=100.5, offsets=_offsets(6), positions=_ramp(6, 0.5), now=102.5)
-    assert result.accepted and result.dropped_stale == 0 and result.queued == 6
+    assert result.accepted and result.dropped_stale == 0 and result.queued == 6 and result.start == 102.5
     tick = q.pop(102.5)
     assert tick.target_time == pytest.approx(102.6) and tick.positions[0] == pytest.approx(0.5) and not tick.holding
+    # By the wall clock the same chunk is entirely overtaken: the arm would never move.
+    wall = ChunkQueue(QueueConfig(stale_clock="wall"))
+    wall.push(stamp=100.0, offsets=_offsets(3), positions=_chunk(3, 0.5), now=100.0)
+    wall.pop(100.25)
+    wall.pop(100.4)
+    assert wall.push(stamp=100.5, offsets=_offsets(6), positions=_ramp(6, 0.5), now=102.5).dropped_stale == 6
     # The same late chunk for an arm that was still moving after its observation is overtaken entirely.
-    moving = ChunkQueue(QueueConfig(restart_after_hold=True))
+    moving = ChunkQueue()
     moving.push(stamp=100.0, offsets=_offsets(10), positions=_chunk(10, 0.5), now=100.0)
     moving.pop(100.55)  # the action due at 100.6 is sent, after the observation at 100.5
     late = moving.push(stamp=100.5, offsets=_offsets(6), positions=_ramp(6, 0.5), now=102.5)
     assert late.dropped_stale == 6
+
+
+def _tick_through(q, start, end, dt=0.05):
+    """pop() every control tick in [start, end) like the executor's timer; the ticks' targets and holds."""
+    return [q.pop(round(start + k * dt, 6)) for k in range(round((end - start) / dt))]
+
+
+@pytest.mark.parametrize(("clock", "first_action"), [("executed", 2), ("wall", 6)])
+def test_a_chunk_computed_partly_during_a_dry_spell_starts_at_the_executed_step(clock, first_action):
+    q = ChunkQueue(QueueConfig(stale_clock=clock))
+    q.push(stamp=100.0, offsets=_offsets(5), positions=_chunk(5, 0.1), now=100.0)  # due 100.1 .. 100.5
+    ticks = _tick_through(q, 100.0, 101.0)
+    # The arm moved until 100.5; the first tick to find the queue dry is 100.55.
+    assert next(round(100.0 + 0.05 * k, 2) for k, t in enumerate(ticks) if t.holding) == 100.55
+    # Observed at 100.3, computed for 0.7 s: the arm moved 0.25 s of it (2.5 steps at 10 Hz) and held 0.45 s.
+    result = q.push(stamp=100.3, offsets=_offsets(20), positions=_ramp(20, 1.0, 0.01), now=101.0)
+    assert result.dropped_stale == first_action
+    tick = q.pop(101.0)
+    assert not tick.holding and tick.positions[0] == pytest.approx(1.0 + 0.01 * first_action)
+    if clock == "executed":
+        assert result.start == pytest.approx(100.75) and tick.target_time == pytest.approx(101.05)
+
+
+def test_without_a_dry_spell_executed_steps_and_the_wall_clock_agree():
+    queues = {clock: ChunkQueue(QueueConfig(stale_clock=clock)) for clock in ("executed", "wall")}
+    seen = {}
+    for clock, q in queues.items():
+        q.push(stamp=100.0, offsets=_offsets(20), positions=_ramp(20), now=100.0)  # moving until 102.0
+        _tick_through(q, 100.0, 100.45)
+        # Observed at 100.2 while the arm moved, arrives 0.25 s later: 100.3 and 100.4 were executed.
+        result = q.push(stamp=100.2, offsets=_offsets(10), positions=_ramp(10, 0.5), now=100.45)
+        ticks = _tick_through(q, 100.45, 101.2)  # the new plan ends at 101.2
+        seen[clock] = (result.dropped_stale, result.start, [(t.target_time, t.positions.tolist()) for t in ticks])
+        assert result.dropped_stale == 2 and not any(t.holding for t in ticks)
+    assert seen["executed"] == seen["wall"]
+
+
+def _steady_latency_run(config, latency=0.7, horizon=20, dt=0.05, duration=12.0):
+    """A policy that answers every request `latency` s later with a chunk observed at the request: the ticks that
+    held the last command after the first chunk arrived, the chunks used, and the queue."""
+    q = ChunkQueue(config)
+    q.seed_hold(np.zeros(6))
+    pending, first_arrival, held_after, chunks = None, None, 0, 0
+    for k in range(round(duration / dt)):
+        now = round(100.0 + k * dt, 6)
+        if pending is not None and now >= pending - 1e-9:
+            assert q.push(pending - latency, _offsets(horizon), _chunk(horizon, 0.2), now=now).accepted
+            first_arrival = first_arrival or now
+            pending, chunks = None, chunks + 1
+        tick = q.pop(now)
+        held_after += first_arrival is not None and tick.holding
+        if q.needs_chunk(now) and pending is None:
+            q.mark_requested(now)
+            pending = now + latency
+    return held_after, chunks, q
+
+
+def test_latency_threshold_requests_just_in_time_so_a_steady_latency_never_runs_the_queue_dry():
+    # 20-action chunks at 10 Hz (2 s), 0.7 s latency. A fixed threshold of 0.2 asks with 0.4 s left: too late.
+    held, _, _ = _steady_latency_run(QueueConfig(threshold_mode="fixed", threshold=0.2, request_timeout=5.0))
+    assert held >= 20
+    # Latency mode asks with 0.8 s left whatever the threshold floor, and never holds after the first chunk.
+    latency = QueueConfig(threshold_mode="latency", threshold_min=0.1, latency_margin=0.1, request_timeout=5.0)
+    held, chunks, q = _steady_latency_run(latency)
+    assert held == 0
+    assert q.latency == pytest.approx(0.7) and q.threshold_fraction() == pytest.approx(0.4)
+    # Fixed 0.5 (1 s left) is never dry either, but asks for more chunks than needed.
+    held_fixed, chunks_fixed, _ = _steady_latency_run(QueueConfig(threshold_mode="fixed", threshold=0.5))
+    assert held_fixed == 0 and chunks < chunks_fixed
+
+
+def test_latency_threshold_is_clamped_between_threshold_min_and_one_chunk():
+    q = ChunkQueue(QueueConfig(threshold_mode="latency", threshold=0.5, threshold_min=0.2, latency_margin=0.1))
+    assert q.threshold_fraction() == 0.5  # nothing measured yet: the fixed threshold
+    q.push(stamp=100.0, offsets=_offsets(10), positions=_chunk(10), now=100.05)  # 0.05 s old on arrival
+    assert q.threshold_fraction() == pytest.approx(0.2)  # 0.15 s of a 1 s chunk: the floor
+    q.push(stamp=100.0, offsets=_offsets(10), positions=_chunk(10), now=103.0)  # 3 s: longer than the chunk
+    assert q.latency == pytest.approx(3.0) and q.threshold_fraction() == 1.0
+    # A higher latency raised the estimate at once; a lower one lowers it gradually.
+    q.push(stamp=103.0, offsets=_offsets(10), positions=_chunk(10), now=103.5)
+    assert 0.5 < q.latency < 3.0
 
 
 def test_a_chunk_entirely_in_the_past_keeps_the_old_queue():
@@ -101,7 +188,7 @@ def test_blend_interpolates_the_old_plan_between_its_actions():
 
 
 def test_threshold_triggers_requests_and_unanswered_requests_repeat():
-    q = ChunkQueue(QueueConfig(threshold=0.5, request_timeout=1.0))
+    q = ChunkQueue(QueueConfig(threshold=0.5, request_timeout=1.0, threshold_mode="fixed"))
     assert q.needs_chunk(100.0)  # empty
     q.mark_requested(100.0)
     assert not q.needs_chunk(100.5)  # in flight
@@ -127,6 +214,14 @@ def test_bad_config_values_are_refused():
         QueueConfig(blend_weight=1.2)
     with pytest.raises(ValueError, match="unknown arm"):
         QueueConfig(arm="so42")
+    with pytest.raises(ValueError):
+        QueueConfig(stale_clock="sundial")
+    with pytest.raises(ValueError):
+        QueueConfig(threshold_mode="auto")
+    with pytest.raises(ValueError, match="threshold_min"):
+        QueueConfig(threshold_min=1.5)
+    with pytest.raises(ValueError, match="latency_margin"):
+        QueueConfig(latency_margin=-0.1)
 
 
 def test_dry_queue_holds_the_last_command_and_reports_it():

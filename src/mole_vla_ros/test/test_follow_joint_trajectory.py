@@ -108,8 +108,9 @@ class RecordingOutput:
 def test_executor_sends_each_accepted_chunk_without_the_overtaken_points(ros):
     from mole_vla_ros.nodes.chunk_executor_node import ChunkExecutorNode
 
-    # Dropping overtaken points is what a streaming arm needs; a first chunk would otherwise restart from its arrival.
-    node = ChunkExecutorNode(parameter_overrides=[Parameter("restart_after_hold", value=False)])
+    # Dropping overtaken points is what a streaming arm needs; by executed steps (the default) a first chunk would
+    # restart from its arrival, the arm having held still, so this counts them by the wall clock.
+    node = ChunkExecutorNode(parameter_overrides=[Parameter("stale_clock", value="wall")])
     try:
         node._goal_output = output = RecordingOutput(GRIPPER)
         now = node.get_clock().now().nanoseconds * 1e-9

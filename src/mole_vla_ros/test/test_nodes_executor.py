@@ -117,10 +117,10 @@ def test_executor_streams_at_the_control_rate_requests_the_next_chunk_and_holds(
 
 
 def test_trajectory_output_drops_points_overtaken_by_latency():
-    # restart_after_hold off: the first chunk's overtaken points are dropped as while streaming (the default
-    # would replay them from its arrival, the arm having held still; test_execution_chunk_queue covers that).
+    # Wall-clock stale drop: the first chunk's overtaken points are dropped as while streaming (the default counts
+    # executed steps and replays them from its arrival, the arm having held still; test_execution_chunk_queue).
     args = ["--ros-args", "-p", "output_mode:=trajectory", "-p", "trajectory_points:=5"]
-    args += ["-p", "restart_after_hold:=false"]
+    args += ["-p", "stale_clock:=wall"]
     with NodeProcess(MODULE, args) as proc, rclpy.init():
         probe = Probe("trajectory_probe")
         probe.spin_until(lambda: probe.chunk_pub.get_subscription_count() > 0, 20.0, f"executor\n{proc.tail()}")
@@ -173,6 +173,10 @@ def test_runtime_parameters_are_validated():
             assert not bad_names.successful and "distinct" in bad_names.reason
             out_of_range = node.set_parameters([Parameter("threshold", value=1.5)])[0]
             assert not out_of_range.successful
+            assert not node.set_parameters([Parameter("stale_clock", value="sundial")])[0].successful
+            latency = [Parameter("threshold_mode", value="latency"), Parameter("stale_clock", value="wall")]
+            assert all(r.successful for r in node.set_parameters(latency))
+            assert node.queue.config.threshold_mode.value == "latency" and node.queue.config.stale_clock.value == "wall"
             ok = node.set_parameters([Parameter("blend_mode", value="average"), Parameter("mode", value="sync")])
             assert all(r.successful for r in ok)
             assert node.queue.config.blend_mode.value == "average" and node.queue.config.mode.value == "sync"

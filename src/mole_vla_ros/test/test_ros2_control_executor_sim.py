@@ -55,10 +55,10 @@ class Rig:
 
     @contextlib.contextmanager
     def executor_process(self, *params):
-        # restart_after_hold off: this checks that points overtaken by latency are dropped, which the default
-        # skips for a chunk observed while the arm held still (it replays from its arrival instead).
+        # Wall-clock stale drop: this checks that points overtaken by latency are dropped, which the default
+        # (executed steps) skips for a chunk observed while the arm held still (it replays from its arrival).
         args = ["--ros-args", "-p", "output_mode:=trajectory", "-p", "hold_timeout:=30.0"]
-        args += ["-p", "restart_after_hold:=false"]
+        args += ["-p", "stale_clock:=wall"]
         for p in params:
             args += ["-p", p]
         before = self.chunk_pub.get_subscription_count()

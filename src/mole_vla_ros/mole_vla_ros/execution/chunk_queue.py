@@ -1,6 +1,9 @@
 """SmolVLA-style asynchronous chunk execution, without ROS: a queue of timed joint targets.
 
-Each action of a chunk has an absolute target time: observation stamp + offset (offset i = (i+1)/fps). The
+Each action of a chunk has an absolute target time: start + offset (offset i = (i+1)/fps), where start is the
+observation stamp moved on by the time the queue held still since then (stale actions counted in EXECUTED steps,
+`stale_clock="executed"`, like lerobot's async client: while the arm holds, no action of the new plan is overtaken;
+`"wall"` counts wall-clock time from the stamp, which skips the arm ahead in its plan after every dry spell). The
 control loop calls `pop(now)` every tick and gets the target it should be heading to. When a new chunk arrives:
 - actions whose time has already passed, or that are due before the target already sent to the arm, are
   dropped: the inference latency is absorbed and the arm never moves backwards in time (lerobot async_inference
@@ -9,7 +12,9 @@ control loop calls `pop(now)` every tick and gets the target it should be headin
   weight, 0.7 by default like lerobot's `weighted_average`);
 - old actions later than the new chunk's last one are discarded: the newer plan wins.
 `needs_chunk(now)` turns true when what remains falls under `threshold` x the chunk length (lerobot's
-`chunk_size_threshold`, 0.5 in its code). A dry queue holds the last command and says so.
+`chunk_size_threshold`, 0.5 in its code), or, with `threshold_mode="latency"`, when the queued time falls under the
+time the next chunk is expected to take (measured chunk age on arrival plus a margin). A dry queue holds the last
+command and says so.
 
 `sync` mode is the baseline SmolVLA compares against: ask, wait, execute the whole chunk from its arrival, ask
 again. There is deliberately no joint-space "similar observation" filter (lerobot issues #1557, #1500: it makes
@@ -19,6 +24,7 @@ async degenerate into waiting for an empty queue).
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -39,6 +45,21 @@ class ExecutionMode(StrEnum):
     SYNC = "sync"
 
 
+class StaleClock(StrEnum):
+    EXECUTED = "executed"  # overtaken = time since the observation minus the time the queue held still
+    WALL = "wall"  # overtaken = time since the observation
+
+
+class ThresholdMode(StrEnum):
+    FIXED = "fixed"  # request below threshold x chunk
+    LATENCY = "latency"  # request when the queued time < expected latency + margin (clamped to the chunk)
+
+
+# Weight of a new latency sample when it is lower than the estimate; a higher one replaces the estimate at once
+# (requesting a little early costs one more blend, requesting late costs a dry spell).
+LATENCY_DECAY_WEIGHT = 0.3
+
+
 @dataclass(frozen=True)
 class QueueConfig:
     """Args:
@@ -51,11 +72,18 @@ class QueueConfig:
     limit_tolerance: rad. Actions at most this far outside a joint's limits are clamped onto the limit (a
         policy trained on demonstrations that touch a limit overshoots it slightly); farther than this the whole
         chunk is rejected, since the model is then not producing anything the arm can do.
-    restart_after_hold: a chunk whose observation was taken while the arm held still (queue dry, or the first
-        chunk) plays from its arrival instead of losing the actions its inference time overtook. Off by default:
-        turn it on when inference takes longer than the chunk's horizon (the 500M shapes on a CPU), where
-        otherwise the arm never moves (bench_async_sync, 1.8 s delay, 50 actions: 0% -> 50% success); at shorter
-        delays it cost a failed episode in 10 (0.3 s: 100% -> 90%).
+    stale_clock: how a new chunk's overtaken actions are counted. "executed": the time since its observation
+        minus the time the queue held still meanwhile, so a chunk computed while the arm waited starts where the
+        arm is, not ahead of it (a chunk observed while the arm held still plays from its arrival). "wall": all
+        the time since its observation; after a dry spell the arm skips ahead in the plan, and an inference longer
+        than the chunk's horizon never moves the arm (bench_async_sync).
+    threshold_mode: "fixed" requests below `threshold` x chunk (lerobot's chunk_size_threshold). "latency"
+        requests when the queued time falls below the expected chunk latency (the age of recent chunks on arrival)
+        plus `latency_margin`, clamped to [threshold_min, 1] x the chunk's horizon: just in time, so a steady
+        latency never runs the queue dry while the chunk lasts at least twice the latency plus the margin (only
+        one request is in flight), with as few inferences as that allows. Until a chunk arrived it behaves as fixed.
+    threshold_min: latency mode: never request later than this fraction of the chunk, in [0, 1].
+    latency_margin: s added to the latency estimate (a few control ticks: the policy's wake-up, jitter).
     """
 
     mode: ExecutionMode = ExecutionMode.ASYNC
@@ -65,11 +93,20 @@ class QueueConfig:
     request_timeout: float = 1.0
     arm: str = "so100"
     limit_tolerance: float = 0.1
-    restart_after_hold: bool = False
+    stale_clock: StaleClock = StaleClock.EXECUTED
+    threshold_mode: ThresholdMode = ThresholdMode.FIXED
+    threshold_min: float = 0.1
+    latency_margin: float = 0.1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", ExecutionMode(self.mode))
         object.__setattr__(self, "blend_mode", BlendMode(self.blend_mode))
+        object.__setattr__(self, "stale_clock", StaleClock(self.stale_clock))
+        object.__setattr__(self, "threshold_mode", ThresholdMode(self.threshold_mode))
+        if not 0.0 <= self.threshold_min <= 1.0:
+            raise ValueError(f"threshold_min must be in [0, 1], got {self.threshold_min}")
+        if not (math.isfinite(self.latency_margin) and self.latency_margin >= 0):
+            raise ValueError(f"latency_margin must be >= 0, got {self.latency_margin}")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if not 0.0 <= self.blend_weight <= 1.0:
@@ -92,6 +129,7 @@ class PushResult:
     dropped_stale: int = 0  # actions of the new chunk whose time had passed
     blended: int = 0  # actions merged with the old queue
     queued: int = 0  # queue length after the push
+    start: float | None = None  # the chunk's action i is due at start + offsets[i] (None when rejected)
 
 
 @dataclass(frozen=True)
@@ -145,7 +183,10 @@ class ChunkQueue:
         self._actions = np.zeros((0, len(self._joints)))  # (N, J)
         self._last_command: np.ndarray | None = None
         self._dry_since: float | None = None
+        self._holds: deque[tuple[float, float]] = deque(maxlen=256)  # closed dry spells (start, end)
         self._chunk_length = 0
+        self._chunk_horizon = 0.0  # s from observation to the last chunk's last action
+        self._latency: float | None = None  # estimate of a chunk's age on arrival, s
         self._requested_at: float | None = None
         self._sent_until = -math.inf  # target time of the last action handed to the arm
 
@@ -160,6 +201,30 @@ class ChunkQueue:
 
     def remaining(self, now: float) -> int:
         return int(np.count_nonzero(self._times >= now))
+
+    @property
+    def latency(self) -> float | None:
+        """Expected age of a chunk on arrival (s), None before the first chunk."""
+        return self._latency
+
+    def held_between(self, start: float, end: float) -> float:
+        """Seconds the queue spent dry (the arm holding) within [start, end]."""
+        spells = list(self._holds) + ([(self._dry_since, end)] if self._dry_since is not None else [])
+        return sum(max(0.0, min(b, end) - max(a, start)) for a, b in spells)
+
+    def _latency_lead(self) -> float | None:
+        """Latency mode: the queued time (s) under which the next chunk is asked for, so that it arrives before
+        the queue runs dry: latency + margin, clamped to [threshold_min, 1] x the chunk's horizon. None in fixed
+        mode or before the first chunk."""
+        if self.config.threshold_mode is ThresholdMode.FIXED or self._latency is None:
+            return None
+        lead = max(self._latency + self.config.latency_margin, self.config.threshold_min * self._chunk_horizon)
+        return min(lead, self._chunk_horizon)
+
+    def threshold_fraction(self) -> float:
+        """The fraction of a chunk under which the next one is requested (async; for diagnostics)."""
+        lead = self._latency_lead()
+        return self.config.threshold if lead is None or self._chunk_horizon <= 0 else lead / self._chunk_horizon
 
     def seed_hold(self, positions: np.ndarray) -> None:
         """The position to hold before any chunk arrived (e.g. the arm's measured joints)."""
@@ -179,7 +244,11 @@ class ChunkQueue:
         remaining = self.remaining(now)
         if self.config.mode is ExecutionMode.SYNC or self._chunk_length == 0:
             return remaining == 0
-        return remaining < self.config.threshold * self._chunk_length
+        lead = self._latency_lead()
+        if lead is None:
+            return remaining < self.config.threshold * self._chunk_length
+        # Compared in time, not in actions: what is queued must outlast the expected latency plus the margin.
+        return (float(self._times[-1]) - now if remaining else 0.0) < lead
 
     def mark_requested(self, now: float) -> None:
         self._requested_at = now
@@ -200,17 +269,25 @@ class ChunkQueue:
             return PushResult(accepted=False, reason=str(err), queued=0)
         self._requested_at = None
         self._chunk_length = len(offsets)
+        self._chunk_horizon = float(offsets[-1])
+        age = max(0.0, now - stamp)
+        self._latency = (
+            age
+            if self._latency is None or age > self._latency
+            else (1.0 - LATENCY_DECAY_WEIGHT) * self._latency + LATENCY_DECAY_WEIGHT * age
+        )
         if self.config.mode is ExecutionMode.SYNC:
             # Sync executes the whole chunk from its arrival: nothing is dropped, nothing blended.
             self._times = now + offsets
             self._actions = positions.copy()
-            return PushResult(accepted=True, queued=len(self._times))
+            return PushResult(accepted=True, queued=len(self._times), start=now)
 
-        times = stamp + offsets
-        if self.config.restart_after_hold and not np.any(self._times >= now) and self._sent_until <= stamp:
-            # The arm has held still since before this chunk's observation: that observation still describes it,
-            # so the plan starts now rather than losing its first actions to the inference time.
-            times = now + offsets
+        start = stamp
+        if self.config.stale_clock is StaleClock.EXECUTED:
+            # While the arm held still it executed none of the plan: only the time it moved overtook actions.
+            # (An arm dry since the observation thus plays the chunk from its arrival.)
+            start = min(now, stamp + self.held_between(stamp, now))
+        times = start + offsets
         # Past actions, and those due before the target already sent, would move the arm back in time.
         fresh = (times >= now) & (times > self._sent_until)
         dropped = int(np.count_nonzero(~fresh))
@@ -238,7 +315,7 @@ class ChunkQueue:
             self._times, self._actions = times, positions.copy()
         else:
             self._times, self._actions = old_times, old_actions
-        return PushResult(accepted=True, dropped_stale=dropped, blended=blended, queued=len(self._times))
+        return PushResult(accepted=True, dropped_stale=dropped, blended=blended, queued=len(self._times), start=start)
 
     def pop(self, now: float) -> Tick:
         """The target for the control tick at `now`: the earliest action not yet due-and-passed.
@@ -250,7 +327,9 @@ class ChunkQueue:
             self._last_command = self._actions[passed][-1].copy()
             self._times, self._actions = self._times[~passed], self._actions[~passed]
         if len(self._times):
-            self._dry_since = None
+            if self._dry_since is not None:
+                self._holds.append((self._dry_since, now))
+                self._dry_since = None
             self._last_command = self._actions[0].copy()
             self._sent_until = max(self._sent_until, float(self._times[0]))
             return Tick(positions=self._last_command.copy(), holding=False, target_time=float(self._times[0]))

@@ -35,7 +35,15 @@ from trajectory_msgs.msg import JointTrajectory
 
 from mole_msgs.msg import ActionChunk
 from mole_vla_ros import conversions, qos
-from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig, rate_limited
+from mole_vla_ros.execution.chunk_queue import (
+    BlendMode,
+    ChunkQueue,
+    ExecutionMode,
+    QueueConfig,
+    StaleClock,
+    ThresholdMode,
+    rate_limited,
+)
 from mole_vla_ros.execution.collision_check import CHECKERS, ChunkChecker, make_checker
 from mole_vla_ros.execution.follow_joint_trajectory import (
     GoalBook,
@@ -56,7 +64,10 @@ QUEUE_PARAMS = (
     "blend_weight",
     "request_timeout",
     "limit_tolerance",
-    "restart_after_hold",
+    "stale_clock",
+    "threshold_mode",
+    "threshold_min",
+    "latency_margin",
 )
 
 
@@ -85,7 +96,13 @@ class ChunkExecutorNode(Node):
             [
                 ("control_rate", 50.0, _params.floating("Command stream rate, Hz.", 1.0, 500.0, read_only=True)),
                 ("fps", 30.0, _params.floating("Chunk step rate used when a chunk carries no times, Hz.", 1.0, 200.0)),
-                ("threshold", 0.5, _params.floating("Request a chunk when remaining < threshold x chunk.", 0.01, 1.0)),
+                (
+                    "threshold",
+                    0.5,
+                    _params.floating(
+                        "Request a chunk when remaining < threshold x chunk (latency mode: at the latest).", 0.01, 1.0
+                    ),
+                ),
                 ("blend_mode", "weighted", _params.choice("How overlaps merge.", tuple(m.value for m in BlendMode))),
                 ("blend_weight", 0.7, _params.floating("Weight of the NEW chunk in weighted mode.", 0.0, 1.0)),
                 ("mode", "async", _params.choice("Execution mode.", tuple(m.value for m in ExecutionMode))),
@@ -127,12 +144,32 @@ class ChunkExecutorNode(Node):
                 ),
                 ("request_timeout", 1.0, _params.floating("Repeat an unanswered chunk request after, s.", 0.05, 60.0)),
                 (
-                    "restart_after_hold",
-                    False,
-                    ParameterDescriptor(
-                        description="A chunk observed while the arm held still plays from its arrival instead of "
-                        "dropping the actions its inference overtook; on when inference outlasts the chunk horizon."
+                    "stale_clock",
+                    "executed",
+                    _params.choice(
+                        "How a chunk's overtaken actions are counted: executed (time since its observation minus the "
+                        "time the arm held still) or wall (all the time since its observation).",
+                        tuple(c.value for c in StaleClock),
                     ),
+                ),
+                (
+                    "threshold_mode",
+                    "fixed",
+                    _params.choice(
+                        "fixed (request below threshold x chunk) or latency (request when the queued time falls under "
+                        "the measured chunk latency plus latency_margin, clamped to [threshold_min, 1] x chunk).",
+                        tuple(m.value for m in ThresholdMode),
+                    ),
+                ),
+                (
+                    "threshold_min",
+                    0.1,
+                    _params.floating("latency threshold mode: request at the latest below this x chunk.", 0.0, 1.0),
+                ),
+                (
+                    "latency_margin",
+                    0.1,
+                    _params.floating("latency threshold mode: margin added to the measured latency, s.", 0.0, 5.0),
                 ),
                 ("joint_names", list(JOINT_NAMES), _params.text("Output joint names, in the joint table's order.")),
                 ("trajectory_points", 10, _params.integer("Points per trajectory message.", 1, 200, read_only=True)),
@@ -360,6 +397,7 @@ class ChunkExecutorNode(Node):
         now = self._now()
         with self._lock:
             queued, remaining = len(self.queue), self.queue.remaining(now)
+            threshold, latency = self.queue.threshold_fraction(), self.queue.latency
             holding = remaining == 0
             streaming = self._streaming
         status = DiagnosticStatus(name="mole/chunk_executor", hardware_id="chunk_executor")
@@ -374,6 +412,8 @@ class ChunkExecutorNode(Node):
         values = {
             "queued_actions": queued,
             "mode": self.queue.config.mode.value,
+            "request_threshold": f"{threshold:.3f}",
+            "chunk_latency_s": "" if latency is None else f"{latency:.3f}",
             "jitter_p99_ms": f"{self.jitter_p99() * 1e3:.3f}",
             **self.stats,
         }
