@@ -213,3 +213,19 @@ def test_config_validation_and_presets():
         MoLeConfig.preset("tiny", input_size=60)
     with pytest.raises(ValueError, match="num_kept_layers"):
         MoLeConfig.preset("tiny", num_kept_layers=9)
+
+
+def test_text_film_starts_as_identity_and_then_makes_the_visual_tokens_depend_on_the_instruction():
+    policy = tiny_policy(text_film=True)
+    batch = make_batch(policy, batch=2)
+    red = {**batch, "instruction": ["pick up the red cube"] * 2}
+    blue = {**batch, "instruction": ["pick up the blue cube"] * 2}
+    with torch.no_grad():
+        assert torch.equal(policy._embed_prefix(red, {}).visual, policy._embed_prefix(blue, {}).visual)
+        film, policy.text_film = policy.text_film, None
+        unmodulated = policy._embed_prefix(red, {}).visual
+        policy.text_film = film
+        torch.testing.assert_close(policy._embed_prefix(red, {}).visual, unmodulated)
+        torch.nn.init.normal_(film.weight, std=0.5)  # what training moves it to
+        assert (policy._embed_prefix(red, {}).visual - policy._embed_prefix(blue, {}).visual).abs().max() > 1e-3
+    assert "text_film.weight" in policy.state_dict() and "text_film.weight" not in tiny_policy().state_dict()

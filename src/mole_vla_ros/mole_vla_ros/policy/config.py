@@ -62,6 +62,11 @@ class MoLeConfig:
             any of them; where the arm will be seconds later differs by the whole object spacing. Needs no labels
             beyond the dataset's own states.
         future_horizon: frames ahead the auxiliary loss predicts (at 30 fps, 45 = 1.5 s).
+        text_film: modulate every visual token by the instruction (FiLM: scale and shift from the mean text
+            embedding, zero-initialised so training starts from the unmodulated model), as RT-1 and BC-Z condition
+            their image encoders. Off by default (SmolVLA has none: a pretrained VLM binds words to image regions
+            through attention). A from-scratch tiny backbone did not learn that binding from the flow loss: its
+            chunks did not depend on which colour the instruction named.
         ema_decay: teacher EMA decay (0 = the teacher is the live network with every layer active).
         scale_prefix_embeddings: multiply image and text token embeddings by sqrt(text_hidden), as SmolVLA does (from
             pi0), so the prefix tokens enter the decoder at the size SmolVLM2's pretrained layers expect.
@@ -120,6 +125,7 @@ class MoLeConfig:
     future_horizon: int = 45
     # --- prefix
     scale_prefix_embeddings: bool = True
+    text_film: bool = False
     # --- inference numerics
     dtype: str = "float32"
     quantize_int8: bool = False

@@ -75,6 +75,10 @@ class MoLePolicy(nn.Module):
         self.cognition = nn.Parameter(torch.randn(1, 1, config.text_hidden) * 0.02)
         # Training-only auxiliary (config.w_future): the cognition token's last hidden state predicts a later state.
         self.future_head = nn.Linear(config.text_hidden, config.max_state_dim) if config.w_future > 0 else None
+        self.text_film = nn.Linear(config.text_hidden, 2 * config.text_hidden) if config.text_film else None
+        if self.text_film is not None:  # identity at init: (1 + 0) * visual + 0
+            nn.init.zeros_(self.text_film.weight)
+            nn.init.zeros_(self.text_film.bias)
         self.normalizer = Normalizer(config)
         self.tokenizer = make_tokenizer(config)
         self._queue: deque[torch.Tensor] = deque()
@@ -126,6 +130,11 @@ class MoLePolicy(nn.Module):
         ids, text_mask = tokenize(self.tokenizer, list(batch["instruction"]), cfg.tokenizer_max_length)
         ids, text_mask = ids.to(visual.device), text_mask.to(visual.device)
         text = self.backbone.embed_tokens(ids)  # (B, Tl, D)
+        if self.text_film is not None:
+            weights = text_mask.to(text.dtype).unsqueeze(-1)
+            pooled = (text * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, D) mean over real tokens
+            gamma, beta = self.text_film(pooled).unsqueeze(1).chunk(2, dim=-1)
+            visual = visual.to(text.dtype) * (1.0 + gamma) + beta
         if cfg.scale_prefix_embeddings:
             scale = math.sqrt(text.shape[-1])
             visual, text = visual * scale, text * scale
