@@ -2,7 +2,7 @@
 stand-in arm (joint_states = the last command); the policy node runs a scripted test-double policy.
 
 - the model returns inf, or actions far outside the joint limits;
-- inference gets slower than the chunk horizon (every action of a chunk is already in the past on arrival);
+- inference gets slower than the chunk horizon (by the wall clock every action of a chunk is past on arrival);
 - the policy node process is killed (SIGKILL) while the executor is streaming, then started again.
 
 In each: no command outside the limits ever reaches the arm, consecutive commands never jump, the arm ends holding
@@ -14,6 +14,7 @@ kill test needs the policy in a process of its own.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -241,27 +242,37 @@ def test_out_of_limit_chunks_are_rejected_the_arm_holds_and_recovers(rig):
     assert_safe_stream(arm.command_array())
 
 
-def test_inference_slower_than_the_chunk_horizon_holds_and_never_jumps(rig):
+def _longest_hold(arm: Arm, since: float) -> float:
+    """Seconds of the longest run of identical consecutive commands (the arm holding) after `since`."""
+    with arm._lock:
+        rows = [(t, p) for t, p in arm.commands if t >= since]
+    longest, start = 0.0, None
+    for (t0, p0), (t1, p1) in itertools.pairwise(rows):
+        if np.array_equal(p0, p1):
+            start = t0 if start is None else start
+            longest = max(longest, t1 - start)
+        else:
+            start = None
+    return longest
+
+
+def test_inference_slower_than_the_chunk_horizon_never_jumps_and_still_makes_progress(rig):
     arm, policy = rig.arm, rig.policy
     _, result = arm.send_goal()
     wait_until(lambda: arm.moved(0.0, 0.03), 20.0, message=f"the arm to move\n{rig.executor.tail()}")
-    dropped_before = max((int(d[1]["stale_dropped"]) for d in arm.diagnostics), default=0)
 
-    policy.delay = 0.6  # > the 0.33 s horizon: every action of every chunk is already due when it arrives
+    policy.delay = 0.6  # > the 0.33 s horizon: by the wall clock every action of a chunk is due when it arrives
     slow = time.monotonic()
-    wait_until(
-        lambda: (d := _last_diag(arm, slow + 1.0)) and int(d[1]["stale_dropped"]) >= dropped_before + 2 * CHUNK,
-        15.0,
-        message="the executor to drop two whole late chunks",
-    )
-    held = arm.command_array(slow + 0.8)  # after the last timely chunk ran out (0.33 s + delivery margin)
-    assert len(held) == 0 or np.ptp(held, axis=0).max() == 0.0, "the arm moved on late actions"
-    warn = _last_diag(arm, slow + 1.0)
-    assert warn[2] in ("queue dry: holding last command", "idle: no chunk, stream stopped"), warn[2]
+    # The executor counts a chunk's overtaken actions in executed steps (stale_clock=executed): the time the arm held
+    # still while the chunk was computed overtakes nothing. So the arm holds between chunks and plays each from where
+    # it stopped: a model slower than its own horizon (the 500M shape on CPU) moves the arm in steps, not never.
+    progress = f"progress with slow inference\n{rig.executor.tail()}"
+    wait_until(lambda: arm.moved(slow + 1.5, 0.02), 20.0, message=progress)
+    assert _longest_hold(arm, slow + 0.8) > 0.15, "the queue never ran dry: inference was not slower than the chunk"
     feedback_latency = rig.node._task.latencies[-1]
     assert feedback_latency > CHUNK / 30.0
 
-    policy.delay = 0.05  # back under the horizon: the arm continues from where it held, without a jump
+    policy.delay = 0.05  # back under the horizon: the arm streams again, without a jump
     fast = time.monotonic()
     wait_until(lambda: arm.moved(fast, 0.03), 20.0, message="motion once inference is fast again")
     assert_safe_stream(arm.command_array())
