@@ -141,13 +141,17 @@ def test_latency_threshold_requests_just_in_time_so_a_steady_latency_never_runs_
     assert held_fixed == 0 and chunks < chunks_fixed
 
 
-def test_latency_threshold_is_clamped_between_threshold_min_and_one_chunk():
+def test_latency_threshold_is_clamped_between_threshold_min_and_the_fixed_threshold():
     q = ChunkQueue(QueueConfig(threshold_mode="latency", threshold=0.5, threshold_min=0.2, latency_margin=0.1))
     assert q.threshold_fraction() == 0.5  # nothing measured yet: the fixed threshold
     q.push(stamp=100.0, offsets=_offsets(10), positions=_chunk(10), now=100.05)  # 0.05 s old on arrival
     assert q.threshold_fraction() == pytest.approx(0.2)  # 0.15 s of a 1 s chunk: the floor
-    q.push(stamp=100.0, offsets=_offsets(10), positions=_chunk(10), now=103.0)  # 3 s: longer than the chunk
-    assert q.latency == pytest.approx(3.0) and q.threshold_fraction() == 1.0
+    q.push(stamp=100.0, offsets=_offsets(10), positions=_chunk(10), now=100.3)
+    assert q.threshold_fraction() == pytest.approx(0.4)  # 0.3 s + 0.1 s margin
+    # 3 s: longer than the chunk. No request can keep the queue from running dry; asking earlier than the fixed
+    # threshold would only have the old chunk overtake more of the new one.
+    q.push(stamp=100.0, offsets=_offsets(10), positions=_chunk(10), now=103.0)
+    assert q.latency == pytest.approx(3.0) and q.threshold_fraction() == 0.5
     # A higher latency raised the estimate at once; a lower one lowers it gradually.
     q.push(stamp=103.0, offsets=_offsets(10), positions=_chunk(10), now=103.5)
     assert 0.5 < q.latency < 3.0

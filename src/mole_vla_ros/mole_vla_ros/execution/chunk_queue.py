@@ -52,7 +52,7 @@ class StaleClock(StrEnum):
 
 class ThresholdMode(StrEnum):
     FIXED = "fixed"  # request below threshold x chunk
-    LATENCY = "latency"  # request when the queued time < expected latency + margin (clamped to the chunk)
+    LATENCY = "latency"  # request when the queued time < expected latency + margin, at most threshold x chunk
 
 
 # Weight of a new latency sample when it is lower than the estimate; a higher one replaces the estimate at once
@@ -79,9 +79,10 @@ class QueueConfig:
         than the chunk's horizon never moves the arm (bench_async_sync).
     threshold_mode: "fixed" requests below `threshold` x chunk (lerobot's chunk_size_threshold). "latency"
         requests when the queued time falls below the expected chunk latency (the age of recent chunks on arrival)
-        plus `latency_margin`, clamped to [threshold_min, 1] x the chunk's horizon: just in time, so a steady
-        latency never runs the queue dry while the chunk lasts at least twice the latency plus the margin (only
-        one request is in flight), with as few inferences as that allows. Until a chunk arrived it behaves as fixed.
+        plus `latency_margin`, clamped to [threshold_min, threshold] x the chunk's horizon: just in time, with as
+        few inferences as a queue that never runs dry allows. That is possible only while the chunk lasts at least
+        twice the latency plus the margin (one request is in flight); beyond, it asks as the fixed threshold does.
+        Until a chunk arrived it behaves as fixed.
     threshold_min: latency mode: never request later than this fraction of the chunk, in [0, 1].
     latency_margin: s added to the latency estimate (a few control ticks: the policy's wake-up, jitter).
     """
@@ -214,12 +215,18 @@ class ChunkQueue:
 
     def _latency_lead(self) -> float | None:
         """Latency mode: the queued time (s) under which the next chunk is asked for, so that it arrives before
-        the queue runs dry: latency + margin, clamped to [threshold_min, 1] x the chunk's horizon. None in fixed
-        mode or before the first chunk."""
+        the queue runs dry: latency + margin, clamped to [threshold_min, threshold] x the chunk's horizon. None in
+        fixed mode or before the first chunk.
+
+        Never earlier than the fixed threshold: with one request in flight, a chunk asked for with more than half
+        of the previous one left cannot arrive before the queue runs dry anyway once the latency exceeds half the
+        horizon, and the part of it the arm executes meanwhile from the old chunk is overtaken (bench_async_sync:
+        asking at once cost 0.4 s at 1.8 s latency with 50-action chunks)."""
         if self.config.threshold_mode is ThresholdMode.FIXED or self._latency is None:
             return None
-        lead = max(self._latency + self.config.latency_margin, self.config.threshold_min * self._chunk_horizon)
-        return min(lead, self._chunk_horizon)
+        horizon = self._chunk_horizon
+        lead = max(self._latency + self.config.latency_margin, self.config.threshold_min * horizon)
+        return min(lead, self.config.threshold * horizon)
 
     def threshold_fraction(self) -> float:
         """The fraction of a chunk under which the next one is requested (async; for diagnostics)."""

@@ -157,7 +157,7 @@ class ChunkExecutorNode(Node):
                     "fixed",
                     _params.choice(
                         "fixed (request below threshold x chunk) or latency (request when the queued time falls under "
-                        "the measured chunk latency plus latency_margin, clamped to [threshold_min, 1] x chunk).",
+                        "the measured chunk latency + latency_margin, clamped to [threshold_min, threshold] x chunk).",
                         tuple(m.value for m in ThresholdMode),
                     ),
                 ),
