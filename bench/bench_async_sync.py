@@ -5,13 +5,14 @@ The question is what the execution strategy costs, so the "policy" is the sim's 
 planning copy of the sim and rolls itself forward chunk-size control steps there; the chunk is the targets it sent.
 The chunk arrives `delay` seconds after the observation it was planned from (the model's latency) and is executed by
 the same `ChunkQueue` the chunk_executor node uses (execution/chunk_queue.py), with the node's per-tick velocity
-limit (`rate_limited`). Modes:
+limit (`rate_limited`). Modes (each a QueueConfig; nothing is emulated outside the queue):
 - sync: wait for each chunk, run it whole from its arrival (the baseline SmolVLA compares against);
-- async: the executor's default (request below threshold 0.5 x chunk, drop actions whose time has passed, blend);
-- async_tuned: the threshold raised so the actions left at a request outlast the delay;
-- async_steps: async with each chunk's stamp moved on by the time the queue ran dry while it was computed, i.e. stale
-  actions counted in executed steps (lerobot's async client) rather than wall-clock time. Emulated here by shifting
-  the stamp: the executor does not do this.
+- async_wall: the executor's former default: request below threshold 0.5 x chunk, drop the actions whose time since
+  the observation has passed by the wall clock (stale_clock="wall"), blend;
+- async: the executor's defaults (QueueConfig()): overtaken actions counted in executed steps (stale_clock="executed":
+  the time the queue held still while the chunk was computed overtakes nothing, as in lerobot's async client);
+- async_fixed / async_latency (whichever is not the default): the other request threshold, fixed 0.5 x chunk or
+  just in time (measured chunk latency plus a margin, threshold_mode="latency").
 
 Everything runs in one process on VIRTUAL time (the sim's clock; control ticks at the chunk rate, 30 Hz): no DDS,
 no wall clock. That is deliberate: the result is the strategy's cost alone, repeatable to the bit, and independent of
@@ -26,6 +27,9 @@ cannot show its other gain (reacting to fresher observations) and any skipped ac
 Measured per cell (delay, chunk size) and mode: task completion time (sim seconds from reset to the success detector
 firing), success rate, chunks used, and the share of control ticks spent holding (queue dry). Times are given over
 successful episodes and with a failure counted as the time limit. Reference: the expert closed-loop at every tick.
+Per cell also the saving of an ideal async executor: it never runs dry and skips no action, but even it waits `delay`
+for its first chunk, so it takes about the expert's time plus the delay (an estimate, not a bound: the expert's settle
+waits can overlap a hold, and skipping ahead in the plan can be faster while it does not cost the grasp).
 
     scripts/run_in_env.sh python bench/bench_async_sync.py [--episodes 10] [--quick]
 writes bench/results/async_sync.json and bench/results/async_sync.png
@@ -35,8 +39,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -49,7 +53,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mole_vla_ros.execution.chunk_queue import ChunkQueue, ExecutionMode, QueueConfig, rate_limited
+from mole_vla_ros.execution.chunk_queue import (
+    ChunkQueue,
+    ExecutionMode,
+    QueueConfig,
+    StaleClock,
+    ThresholdMode,
+    rate_limited,
+)
 from so100_driver.sim.env import SimConfig, SimEnv, mujoco
 from so100_driver.sim.expert import ScriptedExpert
 
@@ -62,8 +73,14 @@ LONG_CHUNK_CELLS = ((1.0, 100), (1.8, 100))  # (delay, chunk size): does a chunk
 TASKS = ("pick", "stack")
 TIME_LIMIT = 40.0  # s of sim time per episode (the default 12 s would cut off sync at long delays)
 THRESHOLD = 0.5  # chunk_executor default
-TUNED_MARGIN = 3  # actions: async_tuned requests when what is left still covers the delay plus this many ticks
-MODES = ("sync", "async", "async_tuned", "async_steps")
+OTHER_THRESHOLD_MODE = next(m for m in ThresholdMode if m is not QueueConfig().threshold_mode)
+MODE_CONFIGS = {
+    "sync": {"mode": ExecutionMode.SYNC},
+    "async_wall": {"stale_clock": StaleClock.WALL, "threshold_mode": ThresholdMode.FIXED},  # the former default
+    "async": {},  # the executor's defaults
+    f"async_{OTHER_THRESHOLD_MODE}": {"threshold_mode": OTHER_THRESHOLD_MODE},
+}
+MODES = tuple(MODE_CONFIGS)
 GOAL_SPEEDUP = 0.30  # issue 6: async at least 30% faster than sync
 OUT = Path(__file__).parent / "results"
 EXPERT_STATE = ("index", "_entered", "_settled", "_carrot", "_goals", "_yaw", "_q")
@@ -105,41 +122,35 @@ class ExpertPolicy:
         self.planner.close()
 
 
-def tuned_threshold(delay: float, fps: float, chunk_size: int) -> float:
-    """The smallest threshold whose remaining actions outlast the delay (capped at 1: a chunk shorter than the
-    delay cannot be hidden by any threshold)."""
-    return min(1.0, (math.ceil(delay * fps) + TUNED_MARGIN) / chunk_size)
+def queue_config(mode: str, delay: float) -> QueueConfig:
+    base = QueueConfig(threshold=THRESHOLD, request_timeout=max(1.0, 2 * delay + 1.0))
+    return dataclasses.replace(base, **MODE_CONFIGS[mode])
 
 
 def run_chunked(world: SimEnv, policy: ExpertPolicy, seed: int, mode: str, delay: float, chunk_size: int) -> dict:
-    """One episode executed chunk by chunk through ChunkQueue; the chunk lands `delay` s after its observation.
-    `mode`: sync, async (the executor's default threshold), async_tuned (threshold from the delay) or async_steps
-    (async with the chunk's stamp moved on by the time the queue ran dry while it was computed: stale actions are
-    then counted in executed steps, as lerobot's async client does, not in wall-clock time; emulated here, not what
-    the executor does)."""
+    """One episode executed chunk by chunk through ChunkQueue configured for `mode` (MODE_CONFIGS); the chunk lands
+    `delay` s after its observation."""
     world.reset(seed, observe=False)
     expert_state = policy.reset()
     dt = world.dt
-    fps, mode_name = world.config.control_hz, mode
-    threshold = tuned_threshold(delay, fps, chunk_size) if mode == "async_tuned" else THRESHOLD
-    mode = ExecutionMode.SYNC if mode == "sync" else ExecutionMode.ASYNC
-    queue = ChunkQueue(QueueConfig(mode=mode, threshold=threshold, request_timeout=max(1.0, 2 * delay + 1.0)))
+    queue = ChunkQueue(queue_config(mode, delay))
     queue.seed_hold(world.joint_positions())
     offsets = np.arange(1, chunk_size + 1) * dt
     max_velocity = world.max_velocity
     origin: dict[int, dict] = {}  # target time (us) -> the expert's state after that target
     pending: tuple[float, np.ndarray, list[dict]] | None = None  # (arrival, actions, states); stamp = arrival-delay
     last_sent = world.joint_positions()
-    chunks = holding = ticks = dry_while_computing = 0
+    chunks = holding = ticks = 0
+    thresholds = []
     while not world.done and not world.success():
         now = world.time
         if pending is not None and now >= pending[0] - 1e-9:
             arrival, actions, states = pending
-            stamp = arrival - delay + (dry_while_computing * dt if mode_name == "async_steps" else 0.0)
-            result = queue.push(stamp, offsets, actions, now)
+            result = queue.push(arrival - delay, offsets, actions, now)
             assert result.accepted, result.reason
-            base = now if mode == ExecutionMode.SYNC else stamp  # sync runs the chunk from its arrival
-            origin.update({round((base + off) * 1e6): s for off, s in zip(offsets, states, strict=True)})
+            # The queue decides when the chunk's actions are due (sync: from arrival; async: from its stamp, moved
+            # on by the time the arm held still if stale actions count in executed steps).
+            origin.update({round((result.start + off) * 1e6): s for off, s in zip(offsets, states, strict=True)})
             pending = None
             chunks += 1
         tick = queue.pop(now)
@@ -147,11 +158,9 @@ def run_chunked(world: SimEnv, policy: ExpertPolicy, seed: int, mode: str, delay
             expert_state = origin.get(round(tick.target_time * 1e6), expert_state)
         if queue.needs_chunk(now) and pending is None:
             queue.mark_requested(now)
+            thresholds.append(queue.threshold_fraction())
             actions, states = policy.plan(expert_state, chunk_size)
             pending = (now + delay, actions, states)
-            dry_while_computing = 0
-        if pending is not None and tick.holding:
-            dry_while_computing += 1
         holding += tick.holding
         ticks += 1
         (command,) = rate_limited(last_sent, np.array([now + dt]), tick.positions[None, :], now, max_velocity)
@@ -162,7 +171,8 @@ def run_chunked(world: SimEnv, policy: ExpertPolicy, seed: int, mode: str, delay
         "time_s": world.time,
         "chunks": chunks,
         "holding_share": holding / max(ticks, 1),
-        "threshold": threshold,
+        # The request threshold (fraction of a chunk) at the requests; sync asks only when the queue is empty.
+        "threshold_mean": None if mode == "sync" else float(np.mean(thresholds)),
         "task": world.task.kind,
     }
 
@@ -189,6 +199,8 @@ def summarise(episodes: list[dict]) -> dict:
     if "chunks" in episodes[0]:
         row["chunks_mean"] = float(np.mean([e["chunks"] for e in episodes]))
         row["holding_share_mean"] = float(np.mean([e["holding_share"] for e in episodes]))
+        thresholds = [e["threshold_mean"] for e in episodes if e["threshold_mean"] is not None]
+        row["threshold_mean"] = float(np.mean(thresholds)) if thresholds else None
     return row
 
 
@@ -217,10 +229,12 @@ def main() -> None:
                 print(
                     f"{name} {mode:>11}: {row['time_s_mean']:.2f} s (successful: {row['time_s_mean_successful']}), "
                     f"success {row['success_rate']:.0%}, {row['chunks_mean']:.1f} chunks, "
-                    f"holding {row['holding_share_mean']:.0%} of ticks",
+                    f"holding {row['holding_share_mean']:.0%} of ticks, threshold {row['threshold_mean']}",
                     flush=True,
                 )
-            cell["async_tuned"]["threshold"] = tuned_threshold(delay, config.control_hz, chunk_size)
+            ideal = reference["time_s_mean"] + delay  # never dry, but the first chunk is waited for
+            cell["ideal_async_time_saving"] = 1.0 - ideal / cell["sync"]["time_s_mean"]
+            print(f"{name}: an ideal async executor would save ~{cell['ideal_async_time_saving']:.0%}", flush=True)
             for mode in MODES[1:]:
                 # Two views: failures counted at the time limit, and successful episodes only.
                 saving = 1.0 - cell[mode]["time_s_mean"] / cell["sync"]["time_s_mean"]
@@ -239,6 +253,7 @@ def main() -> None:
         "tasks": TASKS,
         "fps": config.control_hz,
         "threshold": THRESHOLD,
+        "modes": {m: {k: str(v) for k, v in c.items()} or "QueueConfig defaults" for m, c in MODE_CONFIGS.items()},
         "time_limit_s": TIME_LIMIT,
         "goal_async_time_saving": GOAL_SPEEDUP,
         "loadavg_start": load_start,
@@ -260,7 +275,7 @@ def plot(record: dict) -> None:
     fig, ax = plt.subplots(figsize=(12, 4.5))
     for i, mode in enumerate(MODES):
         values = [cells[c][mode]["time_s_mean_successful"] or 0.0 for c in labels]
-        label = mode if mode != "async" else f"async (th {THRESHOLD})"
+        label = mode if mode != "async" else "async (executor default)"
         bars = ax.bar(x + (i - 1.5) * width, values, width, label=label)
         for bar, c in zip(bars, labels, strict=True):
             rate = cells[c][mode]["success_rate"]
