@@ -5,7 +5,8 @@
 
 1. `mole-vla record`: scripted-expert pick demonstrations (scene + wrist cameras, 96x96, 30 Hz) -> <work>/data,
    and expert demonstrations at the evaluation seeds -> <work>/heldout (open-loop action error only)
-2. `mole-vla train`: the tiny preset with 8 kept layers (chunk 16), full stage for 60% of the steps, then router +
+2. `mole-vla train`: the tiny preset with 8 kept layers (chunk 16), the future-state auxiliary and the instruction
+   FiLM of the visual tokens (config w_future, text_film), full stage for 60% of the steps, then router +
    CogKD at budget 0.5 -> <work>/run; the no-CogKD ablation is the router stage alone, started from the same
    full-stage model (<work>/run/stage_full) at the learning rate the main run had there -> <work>/run_nokd
 3. `mole-vla eval`: the seeded episodes of issue 7's table (full, MoLe 0.5/0.25 with CogKD, MoLe 0.5 without,
@@ -47,6 +48,8 @@ MODEL_ARGS = [
     "w_future=1.0",
     "--set",
     "future_horizon=45",
+    "--set",
+    "text_film=true",
 ]
 LR, WARMUP, FULL_FRACTION = 5e-4, 100, 0.6
 # A light balance term and a 10x router learning rate: at balance 0.01 and the shared rate the router's scores
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--work", default="runs/default_checkpoint", help="folder for the dataset and the training run")
     p.add_argument("--episodes", type=int, default=300, help="demonstrations to record")
-    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--steps", type=int, default=8000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
