@@ -63,8 +63,14 @@ def run_launcher(cmd: list[str], env: dict[str, str], timeout_s: float = 240.0) 
         try:
             stdout, stderr = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            stdout, stderr = proc.communicate()
+            # SIGTERM first: torchrun then stops its ranks itself (they may run in sessions of their own, out of
+            # reach of the group kill: one survived a timed-out launch here); SIGKILL the group if it does not.
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                stdout, stderr = proc.communicate(timeout=20.0)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                stdout, stderr = proc.communicate()
             pytest.fail(f"torchrun ran past {timeout_s} s: {stdout[-2000:]}{stderr[-2000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 

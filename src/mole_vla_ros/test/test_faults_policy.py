@@ -97,7 +97,9 @@ class Arm:
         self.chunks: list[ActionChunk] = []
         self._lock = threading.Lock()
         n = self.node
-        n.create_subscription(JointState, "joint_command", self._on_command, qos.RELIABLE)
+        # Deep queue: every command is checked, and a busy test process must not lose some (KEEP_LAST would drop
+        # the oldest, which reads as the arm jumping).
+        n.create_subscription(JointState, "joint_command", self._on_command, qos.RECORD_STREAM)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos.RELIABLE)
         n.create_subscription(ActionChunk, "mole/action_chunk", self.chunks.append, qos.RELIABLE)
         self.joint_pub = n.create_publisher(JointState, "/joint_states", qos.RELIABLE)

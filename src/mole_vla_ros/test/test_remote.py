@@ -121,7 +121,19 @@ def longest_hold(arm: Arm, start: float, end: float) -> float:
 
 
 def test_remote_policy_behind_a_slow_link_streams_smoothly_and_a_stall_holds_the_arm():
-    executor_args = ["--ros-args", "-p", f"threshold:={THRESHOLD}", "-p", "hold_timeout:=2.0"]
+    # Overtaken actions counted in wall-clock time (`stale_clock: wall`), which is what this test measures: with the
+    # default executed-steps clock a dry spell on the robot's side overtakes nothing, so how much of a chunk is
+    # dropped would depend on how long the stand-in arm happened to hold (that clock: test_execution_chunk_queue.py
+    # and test_faults_policy.py's slow-inference test).
+    executor_args = [
+        "--ros-args",
+        "-p",
+        f"threshold:={THRESHOLD}",
+        "-p",
+        "hold_timeout:=2.0",
+        "-p",
+        "stale_clock:=wall",
+    ]
     remap = ["--ros-args", "-r", "mole/action_chunk:=remote/action_chunk"]
     with NodeProcess(EXECUTOR, executor_args, name="executor") as executor, rclpy.init():
         arm = Arm()

@@ -241,7 +241,8 @@ class PolicyNode(Node):
         # Volatile on purpose: matches both volatile and transient-local publishers (`ros2 topic pub` is the
         # latter), and a restarted policy node never replays an old instruction into a moving arm.
         self.create_subscription(String, "/mole/instruction", self._on_instruction, qos.RELIABLE)
-        self.create_subscription(Header, "mole/chunk_request", self._on_chunk_request, qos.RELIABLE)
+        request_sub = self.create_subscription(Header, "mole/chunk_request", self._on_chunk_request, qos.RELIABLE)
+        self._request_topic = request_sub.topic_name  # resolved: the node may run in a namespace
         self.create_subscription(Bool, "/mole/task_success", self._on_task_success, qos.RELIABLE)
         self.create_subscription(String, "mole/chunk_rejected", self._on_chunk_rejected, qos.RELIABLE)
         self.create_service(SetLayerBudget, "mole/set_layer_budget", self._on_set_budget)
@@ -506,10 +507,7 @@ class PolicyNode(Node):
         while task.outcome is None and not self._stop.is_set():
             latest = self._joint_state
             fresh = latest is not None and time.monotonic() - latest[1] <= self.params.max_observation_age
-            # The executor is the node that publishes chunk requests; the subscription count alone also counts
-            # recorders and monitors.
-            listening = self.count_publishers("mole/chunk_request") > 0 and self._chunk_pub.get_subscription_count()
-            if fresh and listening:
+            if fresh and self._executor_listening():
                 return latest[0]
             if time.monotonic() > deadline:
                 missing = "a joint state on /joint_states" if not fresh else "a chunk executor on mole/action_chunk"
@@ -517,6 +515,17 @@ class PolicyNode(Node):
                 return None
             time.sleep(0.02)
         return None
+
+    def _executor_listening(self) -> bool:
+        """A chunk executor's subscription is matched to our chunk publisher. The executor is the node that
+        publishes chunk requests; our publisher's match count alone also counts recorders and monitors, and seeing
+        the executor's request publisher does not mean its chunk subscription has been matched yet (discovery is
+        per endpoint): a move published in between is lost (VOLATILE), and the arm never moves."""
+        executors = {(i.node_name, i.node_namespace) for i in self.get_publishers_info_by_topic(self._request_topic)}
+        subscribers = self.get_subscriptions_info_by_topic(self._chunk_pub.topic_name)
+        if not any((i.node_name, i.node_namespace) in executors for i in subscribers):
+            return False
+        return self._chunk_pub.get_subscription_count() >= len(subscribers)
 
     def _wait_at_state(self, task: Task, state: str, timeout: float) -> bool:
         started = time.monotonic()
@@ -555,9 +564,13 @@ class PolicyNode(Node):
 
     def _infer(self, task: Task) -> None:
         now = self._now()
+        # Cleared before the snapshot, not after it: a request arriving meanwhile (the executor asks again as soon
+        # as a chunk lands) must stay pending, or the executor waits out its request_timeout with the arm holding.
+        self._pending = False
         try:
             obs = self.buffer.snapshot(now, self.params.max_observation_age)
         except StaleObservationError as err:
+            self._pending = True
             task.state = "waiting_for_observation"
             task.waiting_for = str(err)
             if time.monotonic() - self._last_stale_warning > 2.0:
@@ -566,7 +579,6 @@ class PolicyNode(Node):
             self._wake.set()  # try again on the next pass
             time.sleep(0.02)
             return
-        self._pending = False
         task.state = "inferring"
         budget = task.budget or self._budget
         try:
