@@ -564,13 +564,9 @@ class PolicyNode(Node):
 
     def _infer(self, task: Task) -> None:
         now = self._now()
-        # Cleared before the snapshot, not after it: a request arriving meanwhile (the executor asks again as soon
-        # as a chunk lands) must stay pending, or the executor waits out its request_timeout with the arm holding.
-        self._pending = False
         try:
             obs = self.buffer.snapshot(now, self.params.max_observation_age)
         except StaleObservationError as err:
-            self._pending = True
             task.state = "waiting_for_observation"
             task.waiting_for = str(err)
             if time.monotonic() - self._last_stale_warning > 2.0:
@@ -579,6 +575,7 @@ class PolicyNode(Node):
             self._wake.set()  # try again on the next pass
             time.sleep(0.02)
             return
+        self._pending = False
         task.state = "inferring"
         budget = task.budget or self._budget
         try:
