@@ -10,7 +10,7 @@ run would, with no sampler state to save, and each rank of a distributed run tak
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,22 +155,6 @@ def batch_indices(num_frames: int, batch_size: int, step: int, seed: int, rank: 
     order = torch.randperm(num_frames, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
     start = within * global_batch + rank * batch_size
     return order[start : start + batch_size].tolist()
-
-
-def iterate_batches(
-    data: FrameDataset,
-    chunk_size: int,
-    batch_size: int,
-    first_step: int,
-    seed: int,
-    rank: int = 0,
-    world: int = 1,
-    future_horizon: int = 0,
-) -> Iterator[dict[str, object]]:
-    step = first_step
-    while True:
-        yield data.batch(batch_indices(len(data), batch_size, step, seed, rank, world), chunk_size, future_horizon)
-        step += 1
 
 
 def to_device(batch: dict[str, object], device: torch.device) -> dict[str, object]:
