@@ -19,7 +19,6 @@ import rclpy
 import torch
 from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.serialization import serialize_message
@@ -30,6 +29,7 @@ from mole_msgs.action import ExecuteInstruction
 from mole_msgs.msg import ActionChunk
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.nodes.policy_node import PolicyNode
+from so100_driver.executors import HandoffMultiThreadedExecutor
 from so100_driver.joints import JOINT_NAMES
 from so100_driver.testing.ros_harness import wait_until
 
@@ -78,7 +78,7 @@ class Rig:
         self.instruction_pub = p.create_publisher(String, "/mole/instruction", qos.RELIABLE)
         p.create_timer(0.05, self._feed)
         p.create_timer(0.1, lambda: self.node._on_chunk_request(None))  # the executor's requests, without DDS
-        self.executor = MultiThreadedExecutor(num_threads=4)
+        self.executor = HandoffMultiThreadedExecutor(num_threads=4)
         self.executor.add_node(self.node)
         self.executor.add_node(p)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)

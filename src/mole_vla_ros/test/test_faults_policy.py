@@ -27,13 +27,14 @@ import torch
 from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionClient
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image, JointState
 
 from mole_msgs.action import ExecuteInstruction
 from mole_msgs.msg import ActionChunk
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.nodes.policy_node import PolicyNode
+from so100_driver.executors import HandoffMultiThreadedExecutor
 from so100_driver.joints import JOINT_NAMES, SO100_JOINTS
 from so100_driver.testing.ros_harness import NodeProcess, wait_until
 
@@ -106,9 +107,9 @@ class Arm:
         self.image_pub = n.create_publisher(Image, "camera/scene/image_raw", qos.SENSOR_DATA)
         self.client = ActionClient(n, ExecuteInstruction, "/mole/execute_instruction")
         n.create_timer(0.02, self._publish_state)
-        # Threads only for an in-process policy node (its goal loop blocks). rclpy's MultiThreadedExecutor costs
-        # most of a core at this message rate (ros2/rclpy#1223), starving the stand-in arm it is meant to time.
-        self.executor = SingleThreadedExecutor() if policy_node is None else MultiThreadedExecutor(num_threads=4)
+        # Threads only for an in-process policy node (its goal loop blocks): one thread is the cheapest way to
+        # time the stand-in arm.
+        self.executor = SingleThreadedExecutor() if policy_node is None else HandoffMultiThreadedExecutor(num_threads=4)
         self.executor.add_node(n)
         if policy_node is not None:
             self.executor.add_node(policy_node)
@@ -327,7 +328,7 @@ def _serve(delay: float) -> None:
     try:
         with rclpy.init():
             node = PolicyNode(policy=ScriptedPolicy(delay))
-            executor = MultiThreadedExecutor(num_threads=4)
+            executor = HandoffMultiThreadedExecutor(num_threads=4)
             executor.add_node(node)
             try:
                 executor.spin()

@@ -11,7 +11,6 @@ import rclpy
 import torch
 from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Header, String
@@ -21,6 +20,7 @@ from mole_msgs.msg import ActionChunk, RouterState
 from mole_msgs.srv import SetLayerBudget
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.nodes.policy_node import PolicyNode
+from so100_driver.executors import HandoffMultiThreadedExecutor
 from so100_driver.joints import JOINT_NAMES
 from so100_driver.testing.ros_harness import wait_until
 
@@ -81,7 +81,7 @@ class Graph:
         self.budget_client = p.create_client(SetLayerBudget, "mole/set_layer_budget")
         p.create_timer(0.05, self._feed)
         p.create_timer(0.1, lambda: self.request_pub.publish(Header(stamp=p.get_clock().now().to_msg())))
-        self.executor = MultiThreadedExecutor(num_threads=4)
+        self.executor = HandoffMultiThreadedExecutor(num_threads=4)
         self.executor.add_node(self.node)
         self.executor.add_node(p)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)

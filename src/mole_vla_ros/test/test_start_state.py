@@ -116,7 +116,8 @@ def test_the_mujoco_arm_reaches_the_named_state_through_the_executor():
     """The same move against the simulated arm (physics, its own safety layer): the goal's feedback goes from
     moving_to_start on once the sim's /joint_states are within tolerance of `ready`."""
     from rclpy.action import ActionClient
-    from rclpy.executors import MultiThreadedExecutor
+
+    from so100_driver.executors import HandoffMultiThreadedExecutor
 
     sim_args = ["--ros-args", "-p", "camera_fps:=0.0", "-p", "seed:=1"]  # no camera: the policy never infers
     with (
@@ -128,7 +129,7 @@ def test_the_mujoco_arm_reaches_the_named_state_through_the_executor():
         node = PolicyNode(policy=ScriptedPolicy(), parameter_overrides=overrides)
         client_node = rclpy.create_node("start_state_probe")
 
-        spinner = MultiThreadedExecutor(num_threads=4)  # the policy's goal loop blocks a thread
+        spinner = HandoffMultiThreadedExecutor(num_threads=4)  # the policy's goal loop blocks a thread
         spinner.add_node(node)
         spinner.add_node(client_node)
         thread = threading.Thread(target=spinner.spin, daemon=True)

@@ -22,7 +22,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
@@ -31,6 +31,7 @@ from trajectory_msgs.msg import JointTrajectory
 from so100_driver import params, qos
 from so100_driver.arm import ArmController, CommandRejectedError, ControlLoop, StepResult
 from so100_driver.backend import BackendError, JointBackend
+from so100_driver.executors import HandoffMultiThreadedExecutor
 from so100_driver.follow_trajectory import trajectory_from_message
 from so100_driver.joints import joints_for
 from so100_driver.node_runner import run
@@ -372,10 +373,10 @@ class ArmNode(Node):
 
 
 def _executor(nodes: Sequence[Node]) -> Executor:
-    # rclpy's MultiThreadedExecutor hands every callback to a pool thread: one more wake-up between a command and
+    # A multi-threaded executor hands every callback to a pool thread: one more wake-up between a command and
     # the bus. Only the action server (a long-running execute callback) needs it.
     if any(getattr(node, "has_action_server", False) for node in nodes):
-        return MultiThreadedExecutor(num_threads=3)
+        return HandoffMultiThreadedExecutor(num_threads=3)
     return SingleThreadedExecutor()
 
 

@@ -16,15 +16,17 @@ import threading
 from collections.abc import Callable, Sequence
 
 import rclpy
-from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+from so100_driver.executors import HandoffMultiThreadedExecutor
 
 ExecutorFactory = Callable[[Sequence[Node]], Executor]
 
 
 def multi_threaded(num_threads: int | None = None) -> ExecutorFactory:
-    return lambda nodes: MultiThreadedExecutor(num_threads=num_threads or max(2, len(nodes) + 2))
+    return lambda nodes: HandoffMultiThreadedExecutor(num_threads=num_threads or max(2, len(nodes) + 2))
 
 
 def spin_until_shutdown(nodes: Sequence[Node], executor: Executor) -> None:
