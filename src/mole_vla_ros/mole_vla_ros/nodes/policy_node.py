@@ -437,9 +437,12 @@ class PolicyNode(Node):
             if not goal_handle.is_active:  # pre-empted at the action-server level
                 task.finish(False, "pre-empted by a new instruction")
                 break
-            if (task.chunks, task.state, task.last_rejection) != sent:
-                sent = (task.chunks, task.state, task.last_rejection)
-                goal_handle.publish_feedback(self._feedback(task))
+            progress = (task.chunks, task.state, task.last_rejection)
+            # Read after the progress: finish() sets the outcome before its final state, so a progress read from an
+            # ended task is never sent. Feedback tells a running goal; the result alone tells how it ended.
+            if task.outcome is None and progress != sent:
+                sent = progress
+                goal_handle.publish_feedback(self._feedback(task, *progress))
         success, reason = task.outcome
         result = ExecuteInstruction.Result(success=success, reason=reason, chunks=task.chunks)
         result.mean_latency = float(np.mean(task.latencies)) if task.latencies else 0.0
@@ -452,13 +455,13 @@ class PolicyNode(Node):
         return result
 
     @staticmethod
-    def _feedback(task: Task) -> ExecuteInstruction.Feedback:
+    def _feedback(task: Task, chunks: int, state: str, last_rejection: str) -> ExecuteInstruction.Feedback:
         return ExecuteInstruction.Feedback(
-            chunks=task.chunks,
+            chunks=chunks,
             active_layer_fraction=task.active_fraction,
             last_latency=task.latencies[-1] if task.latencies else 0.0,
-            state=task.state,
-            last_rejection=task.last_rejection,
+            state=state,
+            last_rejection=last_rejection,
         )
 
     # ---- inference (worker thread) ----
