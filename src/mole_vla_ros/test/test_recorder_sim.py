@@ -34,11 +34,13 @@ def test_a_sim_recording_holds_the_published_states_commands_and_images(tmp_path
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         states, images, commands, status = [], [], [], []
+        # Deep queues, as a recorder's: this probe spins only between its own calls, and a shallow queue would drop
+        # states the recorder did receive (the frame's state then reads as "never published").
         node.create_subscription(
-            JointState, "joint_states", lambda m: states.append(joint_positions(m, JOINT_NAMES)), qos.RELIABLE
+            JointState, "joint_states", lambda m: states.append(joint_positions(m, JOINT_NAMES)), qos.RECORD_STREAM
         )
         node.create_subscription(
-            Image, "camera/scene/image_raw", lambda m: images.append(image_rgb(m)), qos.SENSOR_DATA
+            Image, "camera/scene/image_raw", lambda m: images.append(image_rgb(m)), qos.RECORD_IMAGES
         )
         node.create_subscription(String, "recorder/status", lambda m: status.append(json.loads(m.data)), 10)
         command_pub = node.create_publisher(JointState, "joint_command", qos.RELIABLE)

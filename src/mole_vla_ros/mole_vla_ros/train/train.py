@@ -34,6 +34,7 @@ import torch
 
 from mole_vla_ros.policy import MoLeConfig, MoLePolicy
 from mole_vla_ros.train import checkpoint as ckpt
+from mole_vla_ros.train.augment import swap_colours
 from mole_vla_ros.train.curves import write_curves
 from mole_vla_ros.train.data import FrameDataset, batch_indices, load_dataset, to_device
 from mole_vla_ros.train.runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
@@ -59,6 +60,7 @@ class TrainConfig:
     balance_weight: float = 0.01
     router_lr_scale: float = 1.0
     ema_decay: float = 0.0
+    colour_swap: float = 0.0  # augment.swap_colours probability per sample
     stage: str = "both"
     full_fraction: float = 0.5
     freeze_vision: bool | None = None
@@ -92,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"--router-lr-scale must be > 0, got {self.router_lr_scale}")
         if self.overrides and self.preset is None:
             raise ValueError("--set changes a preset; a --checkpoint keeps its own config")
+        if not 0.0 <= self.colour_swap <= 1.0:
+            raise ValueError(f"--colour-swap must be in [0, 1], got {self.colour_swap}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
 
@@ -254,7 +258,12 @@ class Trainer:
         """Frames `indices` as a training batch on the device, with the future states when the policy learns them."""
         base = self.base_config
         horizon = base.future_horizon if base.w_future > 0 else 0
-        return to_device(self.data.batch(indices, base.chunk_size, horizon), self.rt.device)
+        batch = self.data.batch(indices, base.chunk_size, horizon)
+        if self.cfg.colour_swap > 0:
+            # Seeded by the run, the step and the frames: a resumed run draws the same swaps.
+            seed = (self.cfg.seed * 1_000_003 + self.step) * 1_000_033 + indices[0]
+            batch = swap_colours(batch, self.cfg.colour_swap, torch.Generator().manual_seed(seed))
+        return to_device(batch, self.rt.device)
 
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
@@ -367,6 +376,13 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, dict[str, Any
         "--router-lr-scale", type=float, default=d.router_lr_scale, help="router learning rate = this x --lr"
     )
     p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="EMA teacher decay (0: the live network)")
+    p.add_argument(
+        "--colour-swap",
+        type=float,
+        default=d.colour_swap,
+        help="per-sample probability of permuting the images' RGB channels and renaming red/green/blue in the "
+        "instruction to match (counterfactual colour grounding; only for scenes coloured by these primaries)",
+    )
     p.add_argument("--stage", choices=STAGES, default=d.stage)
     p.add_argument("--full-fraction", type=float, default=d.full_fraction, help="share of steps in the full stage")
     p.add_argument(
