@@ -66,7 +66,7 @@ from mole_vla_ros.execution.chunk_queue import (
     rate_limited,
 )
 from so100_driver.sim.env import SimConfig, SimEnv, mujoco
-from so100_driver.sim.expert import ScriptedExpert
+from so100_driver.sim.expert import CARROT_SPEED, ScriptedExpert
 
 # ---- settings
 FIRST_SEED = 1000
@@ -101,10 +101,10 @@ EXPERT_STATE = ("index", "_entered", "_settled", "_carrot", "_goals", "_yaw", "_
 class ExpertPolicy:
     """Chunks from the scripted expert, planned on a copy of the world's state (an oracle observation)."""
 
-    def __init__(self, world: SimEnv) -> None:
+    def __init__(self, world: SimEnv, speed: float = CARROT_SPEED) -> None:
         self.world = world
         self.planner = SimEnv(world.config)
-        self.expert = ScriptedExpert(self.planner)
+        self.expert = ScriptedExpert(self.planner, speed)
 
     def reset(self) -> dict:
         self.planner.set_task(self.world.task)
@@ -220,19 +220,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=10, help="seeded episodes per cell")
     parser.add_argument("--quick", action="store_true", help=f"3 episodes, cells (delay, chunk) {QUICK_CELLS} only")
+    parser.add_argument(
+        "--cells", type=parse_cells, help="DELAY:CHUNK,... instead of the default cells, e.g. 0.25:16,0.4:25"
+    )
+    parser.add_argument(
+        "--expert-speed",
+        type=float,
+        default=CARROT_SPEED,
+        help="the demonstrator's pace, m/s of the gripper's waypoint (the sim expert's own: %(default)s; a slower "
+        "one makes longer tasks, as human teleoperation does); results go to async_sync_speed<S>.{json,png}",
+    )
     args = parser.parse_args()
     episodes = 3 if args.quick else args.episodes
-    cell_list = QUICK_CELLS if args.quick else CELLS
+    cell_list = args.cells or (QUICK_CELLS if args.quick else CELLS)
+    stem = "async_sync" if args.expert_speed == CARROT_SPEED else f"async_sync_speed{args.expert_speed:g}"
     seeds = range(FIRST_SEED, FIRST_SEED + episodes)
     load_start, wall_start = os.getloadavg(), time.monotonic()
     config = SimConfig(cameras=(), task_kinds=TASKS, time_limit=TIME_LIMIT)
     cells: dict[str, dict[str, dict]] = {}
     with SimEnv(config) as world:
-        policy = ExpertPolicy(world)
-        reference = summarise([run_expert(world, ScriptedExpert(world), seed) for seed in seeds])
+        policy = ExpertPolicy(world, args.expert_speed)
+        reference = summarise([run_expert(world, ScriptedExpert(world, args.expert_speed), seed) for seed in seeds])
         print(f"expert closed-loop: {reference['time_s_mean']:.2f} s, success {reference['success_rate']:.0%}")
         for delay, chunk_size in cell_list:
-            name = f"{delay:.1f} s, H={chunk_size}"
+            name = f"{delay:g} s, H={chunk_size}"
             cell = cells[name] = {"delay_s": delay, "chunk_size": chunk_size}
             for mode in MODES:
                 row = summarise([run_chunked(world, policy, seed, mode, delay, chunk_size) for seed in seeds])
@@ -259,7 +270,10 @@ def main() -> None:
         "what": "task completion time, scripted-expert chunks served with an artificial inference delay, executed by "
         "ChunkQueue (async vs sync), in-process on the sim's virtual clock (no DDS, no wall clock)",
         "command": "scripts/run_in_env.sh python bench/bench_async_sync.py"
-        + (" --quick" if args.quick else f" --episodes {episodes}"),
+        + (" --quick" if args.quick else f" --episodes {episodes}")
+        + (f" --cells {','.join(f'{d:g}:{h}' for d, h in args.cells)}" if args.cells else "")
+        + (f" --expert-speed {args.expert_speed:g}" if stem != "async_sync" else ""),
+        "expert_speed_m_s": args.expert_speed,
         "seeds": f"{seeds.start}..{seeds.stop - 1}",
         "tasks": TASKS,
         "fps": config.control_hz,
@@ -274,14 +288,24 @@ def main() -> None:
         "cells": cells,
     }
     OUT.mkdir(exist_ok=True)
-    (OUT / "async_sync.json").write_text(json.dumps(record, indent=2) + "\n")
-    plot(record)
-    print(f"wrote {OUT / 'async_sync.json'} and {OUT / 'async_sync.png'} in {record['wall_s']} s")
+    (OUT / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+    plot(record, OUT / f"{stem}.png")
+    print(f"wrote {OUT / stem}.json and .png in {record['wall_s']} s")
 
 
-def plot(record: dict) -> None:
+def parse_cells(text: str) -> tuple[tuple[float, int], ...]:
+    try:
+        cells = tuple((float(d), int(h)) for d, h in (item.split(":") for item in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cells must read DELAY:CHUNK,..., got {text!r}") from None
+    if any(d < 0 or h < 1 for d, h in cells):
+        raise argparse.ArgumentTypeError(f"delays must be >= 0 and chunks >= 1, got {text!r}")
+    return cells
+
+
+def plot(record: dict, path: Path) -> None:
     cells = record["cells"]
-    labels = [f"{c['delay_s']:.1f} s\nH={c['chunk_size']}" for c in cells.values()]
+    labels = [f"{c['delay_s']:g} s\nH={c['chunk_size']}" for c in cells.values()]
     x, width = np.arange(len(labels)), 0.2
     fig, ax = plt.subplots(figsize=(max(12.0, 1.25 * len(labels)), 5.5))
     for i, mode in enumerate(MODES):
@@ -310,10 +334,13 @@ def plot(record: dict) -> None:
     ax.set_xlabel("inference delay (observation -> chunk), chunk size H at 30 Hz")
     ax.set_ylabel("mean task time of successful episodes, sim s")
     ax.set_ylim(0, 1.15 * max(max(c[m]["time_s_mean_successful"] or 0.0 for m in MODES) for c in cells.values()))
-    ax.set_title("Async vs sync (labels: success rate, time vs sync over successful episodes)", pad=30)
+    speed = record.get("expert_speed_m_s", CARROT_SPEED)
+    ax.set_title(
+        f"Async vs sync, expert at {speed:g} m/s (labels: success rate, time vs sync over successful episodes)", pad=30
+    )
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=6, fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(OUT / "async_sync.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

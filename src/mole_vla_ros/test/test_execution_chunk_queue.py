@@ -199,10 +199,10 @@ def test_threshold_triggers_requests_and_unanswered_requests_repeat():
     assert q.needs_chunk(101.0)  # timed out: ask again
     q.push(101.0, _offsets(10), _chunk(10), now=101.0)
     assert not q.needs_chunk(101.0)  # 10 left
+    q.pop(101.45)
+    assert not q.needs_chunk(101.45)  # 6 left: more than half
     q.pop(101.55)
-    assert not q.needs_chunk(101.55)  # 5 left: not under half
-    q.pop(101.65)
-    assert q.needs_chunk(101.65)  # 4 left < 5
+    assert q.needs_chunk(101.55)  # 5 left: at half, as lerobot's queue size / chunk size <= threshold
 
 
 @pytest.mark.parametrize("threshold", [0.0, 1.5, -0.1])

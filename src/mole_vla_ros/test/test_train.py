@@ -103,6 +103,7 @@ def test_no_cogkd_trains_without_distillation(tmp_path, data):
         ({"steps": 0}, "steps"),
         ({"preset": None}, "exactly one"),
         ({"ema_decay": 1.0}, "ema-decay"),
+        ({"colour_swap": 1.5}, "colour-swap"),
     ],
 )
 def test_bad_settings_are_refused(tmp_path, overrides, message):
@@ -148,6 +149,21 @@ def test_trainer_feeds_the_future_state_loss(tmp_path, data):
     trainer = Trainer(cfg, CPU, data=data)
     rows = [trainer.train_step() for _ in range(4)]
     assert all(row["future"] > 0 for row in rows)
+
+
+def test_trainer_swaps_colours_reproducibly_and_only_when_asked(tmp_path, data):
+    """tiny_frames names its targets red/green/blue: with --colour-swap 1 every sample is renamed, and the same
+    step draws the same swaps (a resumed run sees the batches an uninterrupted one did)."""
+    indices = list(range(8))
+    plain = Trainer(config(tmp_path), CPU, data=data).load_batch(indices)
+    swapping = Trainer(config(tmp_path, colour_swap=1.0), CPU, data=data)
+    first, again = swapping.load_batch(indices), swapping.load_batch(indices)
+    assert plain["instruction"] == [data.tasks[i] for i in data.task_index[indices].tolist()]
+    assert all(a != b for a, b in zip(first["instruction"], plain["instruction"], strict=True))
+    assert first["instruction"] == again["instruction"]
+    assert torch.equal(first["images"][0], again["images"][0])
+    assert not torch.equal(first["images"][0], plain["images"][0])
+    assert torch.equal(first["action"], plain["action"])
 
 
 def test_cli_trains_from_a_lerobot_dataset_on_disk(tmp_path):

@@ -110,3 +110,14 @@ def test_expert_stacks(expert_env, seed):
 def test_expert_works_on_the_so101_too():
     with SimEnv(SimConfig(arm="so101", cameras=())) as env:
         assert run_episode(env, ScriptedExpert(env), 4, task="put the blue cube on the red one")
+
+
+def test_a_slower_expert_still_picks_and_takes_longer(expert_env):
+    """The demonstrator's pace (bench_async_sync --expert-speed): human-paced tasks, same success."""
+    env, expert = expert_env
+    assert run_episode(env, expert, 0, task=Task("pick", "red"))
+    brisk = env.time
+    assert run_episode(env, ScriptedExpert(env, speed=0.1), 0, task=Task("pick", "red"))
+    assert env.time > 1.5 * brisk
+    with pytest.raises(ValueError, match="speed"):
+        ScriptedExpert(env, speed=0.0)

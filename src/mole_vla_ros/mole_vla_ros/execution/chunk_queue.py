@@ -11,7 +11,7 @@ control loop calls `pop(now)` every tick and gets the target it should be headin
 - where old and new chunks overlap in time, the two are blended (replace / average / weighted with a new-chunk
   weight, 0.7 by default like lerobot's `weighted_average`);
 - old actions later than the new chunk's last one are discarded: the newer plan wins.
-`needs_chunk(now)` turns true when what remains falls under `threshold` x the chunk length (lerobot's
+`needs_chunk(now)` turns true when what remains is at most `threshold` x the chunk length (lerobot's
 `chunk_size_threshold`, 0.5 in its code), or, with `threshold_mode="latency"`, when the queued time falls under the
 time the next chunk is expected to take (measured chunk age on arrival plus a margin). A dry queue holds the last
 command and says so.
@@ -64,7 +64,8 @@ LATENCY_DECAY_WEIGHT = 0.3
 class QueueConfig:
     """Args:
     mode: async (request ahead, blend overlaps) or sync (request only when empty, run the chunk from arrival).
-    threshold: request the next chunk when remaining actions < threshold x chunk length, in (0, 1].
+    threshold: request the next chunk when remaining actions <= threshold x chunk length, in (0, 1] (lerobot's
+        `chunk_size_threshold` test: queue size / chunk size <= threshold).
     blend_mode: how overlapping old and new actions merge.
     blend_weight: weight of the NEW chunk in weighted mode, in [0, 1] (lerobot: 0.7).
     request_timeout: seconds after which an unanswered chunk request may be repeated.
@@ -253,7 +254,7 @@ class ChunkQueue:
             return remaining == 0
         lead = self._latency_lead()
         if lead is None:
-            return remaining < self.config.threshold * self._chunk_length
+            return remaining <= self.config.threshold * self._chunk_length
         # Compared in time, not in actions: what is queued must outlast the expected latency plus the margin.
         return (float(self._times[-1]) - now if remaining else 0.0) < lead
 

@@ -100,7 +100,7 @@ class ChunkExecutorNode(Node):
                     "threshold",
                     0.5,
                     _params.floating(
-                        "Request a chunk when remaining < threshold x chunk (latency mode: at the latest).", 0.01, 1.0
+                        "Request a chunk when remaining <= threshold x chunk (latency mode: at the latest).", 0.01, 1.0
                     ),
                 ),
                 ("blend_mode", "weighted", _params.choice("How overlaps merge.", tuple(m.value for m in BlendMode))),

@@ -33,10 +33,14 @@ class _Phase:
 
 
 class ScriptedExpert:
-    """`act(env) -> joint targets (6,)` for the env's current task; `reset()` between episodes."""
+    """`act(env) -> joint targets (6,)` for the env's current task; `reset()` between episodes. `speed` (m/s) is
+    how fast the gripper's Cartesian waypoint moves: the demonstrator's pace."""
 
-    def __init__(self, env: SimEnv) -> None:
+    def __init__(self, env: SimEnv, speed: float = CARROT_SPEED) -> None:
+        if not (math.isfinite(speed) and speed > 0):
+            raise ValueError(f"expert speed must be > 0 m/s, got {speed}")
         self.env = env
+        self.speed = speed
         self.model = env.model
         self._scratch = mujoco.MjData(self.model)
         self._arm = env._dadr[:5]
@@ -101,7 +105,7 @@ class ScriptedExpert:
         site = env.data.site_xpos[env.grasp_site].copy()
         if self._carrot is None:
             self._carrot = site
-        step = CARROT_SPEED * env.dt
+        step = self.speed * env.dt
         delta = goal - self._carrot
         dist = float(np.linalg.norm(delta))
         self._carrot = goal.copy() if dist <= step else self._carrot + delta * (step / dist)
