@@ -30,11 +30,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import rclpy
 import torch
-from rclpy.executors import MultiThreadedExecutor
 
 from mole_msgs.msg import ActionChunk
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.nodes.chunk_executor_node import ChunkExecutorNode
+from so100_driver.executors import HandoffMultiThreadedExecutor
 
 # ---- settings
 SECONDS = 10.0  # timed stage per load
@@ -103,7 +103,7 @@ def run_load(load: str, seconds: float) -> np.ndarray:
             pub.publish(conversions.build_action_chunk(positions, stamp, fps=30.0))
 
         feeder.create_timer(0.5, feed)
-        executor = MultiThreadedExecutor(num_threads=3)
+        executor = HandoffMultiThreadedExecutor(num_threads=3)  # what the node's main() spins on
         executor.add_node(node)
         executor.add_node(feeder)
         spinner = threading.Thread(target=executor.spin, daemon=True)
