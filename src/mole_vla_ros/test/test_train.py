@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mole_vla_ros.policy import MoLePolicy
+from mole_vla_ros.train import checkpoint as ckpt
 from mole_vla_ros.train import train as train_cli
 from mole_vla_ros.train.data import batch_indices
 from mole_vla_ros.train.runtime import Runtime
@@ -104,6 +105,7 @@ def test_no_cogkd_trains_without_distillation(tmp_path, data):
         ({"preset": None}, "exactly one"),
         ({"ema_decay": 1.0}, "ema-decay"),
         ({"colour_swap": 1.5}, "colour-swap"),
+        ({"mixed_budgets": (0.25, 0.0)}, "mixed-budgets"),
     ],
 )
 def test_bad_settings_are_refused(tmp_path, overrides, message):
@@ -149,6 +151,28 @@ def test_trainer_feeds_the_future_state_loss(tmp_path, data):
     trainer = Trainer(cfg, CPU, data=data)
     rows = [trainer.train_step() for _ in range(4)]
     assert all(row["future"] > 0 for row in rows)
+
+
+def test_mixed_budgets_are_drawn_per_step_in_the_router_stage_only(tmp_path):
+    cfg = config(tmp_path, steps=200, full_fraction=0.5, budget=0.5, mixed_budgets=(0.25, 1.0))
+    base = train_cli.build_policy(cfg).config
+    drawn = [train_cli.stage_config(base, cfg, cfg.stage_at(step), step)[1] for step in range(200)]
+    assert set(drawn[:100]) == {1.0}  # the full stage runs every layer
+    assert set(drawn[100:]) == {0.25, 0.5, 1.0}
+    assert drawn == [train_cli.stage_config(base, cfg, cfg.stage_at(s), s)[1] for s in range(200)]  # resume: same
+    plain = config(tmp_path, steps=200, full_fraction=0.5, budget=0.5)
+    assert {train_cli.stage_config(base, plain, "router", s)[1] for s in range(100, 200)} == {0.5}
+
+
+def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(tmp_path, data):
+    cfg = config(tmp_path, steps=2, save_every=2)
+    Trainer(cfg, CPU, data=data).run(progress=False)
+    saved = ckpt.last_checkpoint(tmp_path / "run") / "train_config.json"
+    settings = json.loads(saved.read_text())
+    del settings["mixed_budgets"]  # a run recorded before --mixed-budgets
+    saved.write_text(json.dumps(settings))
+    resumed = Trainer(config(tmp_path, steps=4, save_every=2), CPU, data=data, resume=True)
+    assert resumed.step == 2
 
 
 def test_trainer_swaps_colours_reproducibly_and_only_when_asked(tmp_path, data):

@@ -218,7 +218,7 @@ class DistributedTrainer(Trainer):
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         stage = cfg.stage_at(self.step)
-        self.policy.config, budget = stage_config(self.base_config, cfg, stage)
+        self.policy.config, budget = stage_config(self.base_config, cfg, stage, self.step)
         self.policy.train()
         lr = cfg.lr_at(self.step)
         for group in self.optimizer.param_groups:

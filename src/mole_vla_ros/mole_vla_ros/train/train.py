@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import math
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     budget: float = 0.5
+    # Router stage: each step trains at one of these budgets or --budget, drawn by seed and step (empty: --budget).
+    mixed_budgets: tuple[float, ...] = ()
     cogkd: bool = True
     kd_weight: float = 0.5
     balance_weight: float = 0.01
@@ -94,6 +97,9 @@ class TrainConfig:
             raise ValueError(f"--router-lr-scale must be > 0, got {self.router_lr_scale}")
         if self.overrides and self.preset is None:
             raise ValueError("--set changes a preset; a --checkpoint keeps its own config")
+        object.__setattr__(self, "mixed_budgets", tuple(float(b) for b in self.mixed_budgets))
+        if any(not 0.0 < b <= 1.0 for b in self.mixed_budgets):
+            raise ValueError(f"--mixed-budgets must be in (0, 1], got {list(self.mixed_budgets)}")
         if not 0.0 <= self.colour_swap <= 1.0:
             raise ValueError(f"--colour-swap must be in [0, 1], got {self.colour_swap}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -112,12 +118,17 @@ class TrainConfig:
         return self.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
-def stage_config(base: MoLeConfig, cfg: TrainConfig, stage: str) -> tuple[MoLeConfig, float]:
-    """The policy config and budget of a stage: the full stage has nothing to distil or balance."""
+def stage_config(base: MoLeConfig, cfg: TrainConfig, stage: str, step: int = 0) -> tuple[MoLeConfig, float]:
+    """The policy config and budget of a stage at `step`: the full stage has nothing to distil or balance; the router
+    stage trains at --budget, or at one of --mixed-budgets and --budget drawn by seed and step (so the model also
+    works at the budgets it is not shipped with; a resumed run draws the same)."""
     if stage == "full":
         return dataclasses.replace(base, w_kd=0.0, w_balance=0.0, ema_decay=cfg.ema_decay), 1.0
     kd = cfg.kd_weight if cfg.cogkd else 0.0
-    return dataclasses.replace(base, w_kd=kd, w_balance=cfg.balance_weight, ema_decay=cfg.ema_decay), cfg.budget
+    budget = cfg.budget
+    if cfg.mixed_budgets:
+        budget = random.Random(cfg.seed * 1_000_003 + step).choice((cfg.budget, *cfg.mixed_budgets))
+    return dataclasses.replace(base, w_kd=kd, w_balance=cfg.balance_weight, ema_decay=cfg.ema_decay), budget
 
 
 def build_policy(cfg: TrainConfig) -> MoLePolicy:
@@ -133,6 +144,7 @@ RESUME_FIXED = (
     "lr",
     "warmup",
     "budget",
+    "mixed_budgets",
     "stage",
     "full_fraction",
     "preset",
@@ -190,9 +202,10 @@ class Trainer:
         if found is None:
             raise SystemExit(f"--resume: no checkpoint under {self.out}/checkpoints")
         saved = ckpt.read_json(found, "train_config.json") or {}
-        changed = {
-            k: (saved.get(k), getattr(self.cfg, k)) for k in RESUME_FIXED if saved.get(k) != getattr(self.cfg, k)
-        }
+        fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+        # JSON gives lists for tuples; a setting newer than the checkpoint counts as its default.
+        was = {k: _as_tuple(saved.get(k, fields[k].default)) for k in RESUME_FIXED}
+        changed = {k: (was[k], getattr(self.cfg, k)) for k in RESUME_FIXED if was[k] != getattr(self.cfg, k)}
         if changed:
             raise SystemExit(f"--resume with settings that differ from the checkpoint's run (saved, now): {changed}")
         return found
@@ -268,7 +281,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         stage = cfg.stage_at(self.step)
-        self.policy.config, budget = stage_config(self.base_config, cfg, stage)
+        self.policy.config, budget = stage_config(self.base_config, cfg, stage, self.step)
         self.policy.train()
         idx = batch_indices(len(self.data), cfg.batch_size, self.step, cfg.seed, self.rt.rank, self.rt.world_size)
         batch = self.load_batch(idx)
@@ -333,6 +346,17 @@ class Trainer:
         return {"step": self.step, "history": self.history}
 
 
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _budget_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"budgets must read B,B,... with numbers, got {text!r}") from None
+
+
 def _parse_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
     fields = {f.name for f in dataclasses.fields(MoLeConfig)}
     out: dict[str, Any] = {}
@@ -369,6 +393,13 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, dict[str, Any
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0 = off)")
     p.add_argument("--budget", type=float, default=d.budget, help="fraction of kept layers the router keeps")
+    p.add_argument(
+        "--mixed-budgets",
+        type=_budget_list,
+        default=d.mixed_budgets,
+        metavar="B,B,...",
+        help="router stage: each step trains at --budget or one of these, e.g. 0.25,1.0 (the full row keeps working)",
+    )
     p.add_argument("--cogkd", action=argparse.BooleanOptionalAction, default=d.cogkd, help="CogKD distillation")
     p.add_argument("--kd-weight", type=float, default=d.kd_weight)
     p.add_argument("--balance-weight", type=float, default=d.balance_weight)
