@@ -7,11 +7,14 @@
    and expert demonstrations at the evaluation seeds -> <work>/heldout (open-loop action error only)
 2. `mole-vla train`: the tiny preset with 8 kept layers (chunk 16), the future-state auxiliary and the instruction
    FiLM of the visual tokens (config w_future, text_film), full stage for 60% of the steps, then router +
-   CogKD at budget 0.5 -> <work>/run; the no-CogKD ablation is the router stage alone, started from the same
-   full-stage model (<work>/run/stage_full) at the learning rate the main run had there -> <work>/run_nokd
+   CogKD at budget 0.5 -> <work>/run (its full-stage model: <work>/run/stage_full). The shipped model is the
+   router stage again from that full-stage model, at the learning rate the main run had there, each step at budget
+   0.5, 0.25 or 1.0 (--mixed-budgets) -> <work>/run_mixed; the no-CogKD ablation is the same without distillation
+   -> <work>/run_nokd. (The main run's own router stage, at 0.5 only, is kept as a row: its full depth no longer
+   works, which is why the shipped one mixes budgets.)
 3. `mole-vla eval`: the seeded episodes of issue 7's table (full, MoLe 0.5/0.25 with CogKD, MoLe 0.5 without,
-   static first half, random half), rows spread over --jobs processes
-4. copies <work>/run/final to src/mole_vla_ros/checkpoints/default and writes its README card with the table.
+   static first half, random half) and the single-budget row, spread over --jobs processes
+4. copies <work>/run_mixed/final to src/mole_vla_ros/checkpoints/default and writes its README card with the table.
 """
 
 from __future__ import annotations
@@ -55,19 +58,24 @@ LR, WARMUP, FULL_FRACTION = 5e-4, 100, 0.6
 # A light balance term and a 10x router learning rate: at balance 0.01 and the shared rate the router's scores
 # stayed near uniform, i.e. it did not route by input.
 ROUTER_ARGS = ["--budget", "0.5", "--balance-weight", "0.002", "--router-lr-scale", "10"]
+# The shipped router stage trains each step at 0.5, 0.25 or 1.0: at 0.5 only, the full-depth path drifted (full
+# row 0/50, held-out error 0.0766 vs 0.0064 before the router stage); mixed, it keeps working (8/50, 0.0067).
+MIXED_ARGS = ["--mixed-budgets", "0.25,1.0"]
 # No --colour-swap (train/augment.py): with half the samples swapped, the full-stage model read the colour word less,
 # not more (swapping it moved the chunk by 0.0001 rad² vs 0.0007 without; 1/20 picks vs 3/20 at full depth).
 COMMON_ARGS = ["--save-every", "250", "--log-every", "25", "--seed", "0"]
 EVAL_SEED = 100_000  # far from the recording seeds (1000...), so evaluation scenes were never demonstrated
 # (run folder, label, mode, budget): the rows of issue 7's table, all on the same seeds.
 EVAL_ROWS = (
-    ("run", "default (CogKD)", "full", 1.0),
-    ("run", "default (CogKD)", "mole", 0.5),
-    ("run", "default (CogKD)", "mole", 0.25),
+    ("run_mixed", "default (CogKD)", "full", 1.0),
+    ("run_mixed", "default (CogKD)", "mole", 0.5),
+    ("run_mixed", "default (CogKD)", "mole", 0.25),
     ("run_nokd", "no CogKD", "mole", 0.5),
-    ("run", "default (CogKD)", "static", 0.5),
-    ("run", "default (CogKD)", "random", 0.5),
+    ("run_mixed", "default (CogKD)", "static", 0.5),
+    ("run_mixed", "default (CogKD)", "random", 0.5),
+    ("run", "router stage at 0.5 only", "full", 1.0),
 )
+SHIPPED_RUN = "run_mixed"
 
 
 def _resume(out: Path) -> list[str]:
@@ -87,20 +95,27 @@ def train_command(work: Path, steps: int, batch_size: int, threads: int) -> list
     ]
 
 
-def nokd_command(work: Path, steps: int, batch_size: int, threads: int) -> list[str]:
-    """The ablation: the main run's router stage without CogKD, from the same full-stage model and learning rate."""
+def router_command(work: Path, steps: int, batch_size: int, threads: int, cogkd: bool = True) -> list[str]:
+    """The router stage at mixed budgets from the main run's full-stage model and learning rate there: with CogKD
+    the shipped model (<work>/run_mixed), without it the ablation (<work>/run_nokd)."""
     switch = round(FULL_FRACTION * steps)
     lr = train_cli.TrainConfig(dataset="", out="", steps=steps, lr=LR, warmup=WARMUP).lr_at(switch)
-    out = work / "run_nokd"
+    out = work / ("run_mixed" if cogkd else "run_nokd")
     return [
         *("--dataset", str(work / "data"), "--out", str(out), "--steps", str(steps - switch)),
         *("--batch-size", str(batch_size), "--threads", str(threads)),
-        *("--checkpoint", str(work / "run" / "stage_full"), "--stage", "router", "--no-cogkd"),
+        *("--checkpoint", str(work / "run" / "stage_full"), "--stage", "router"),
+        *(() if cogkd else ("--no-cogkd",)),
         *("--lr", f"{lr:.6g}", "--warmup", "0"),
         *ROUTER_ARGS,
+        *MIXED_ARGS,
         *COMMON_ARGS,
         *_resume(out),
     ]
+
+
+def nokd_command(work: Path, steps: int, batch_size: int, threads: int) -> list[str]:
+    return router_command(work, steps, batch_size, threads, cogkd=False)
 
 
 def _eval_row(spec: tuple[str, str, str, float, int, str]) -> tuple[list[dict], list[dict]]:
@@ -123,10 +138,15 @@ def evaluate_rows(work: Path, episodes: int, jobs: int) -> list[dict]:
     return [row for rows, _ in results for row in rows]
 
 
-def write_card(folder: Path, rows: list[dict], command: str, timings: dict[str, float]) -> None:
-    """README.md of the checkpoint: what it is, the data, the training settings and its evaluation table."""
+def write_card(folder: Path, rows: list[dict], command: str, timings: dict[str, float], main_run: Path) -> None:
+    """README.md of the checkpoint: what it is, the data, the training settings and its evaluation table.
+    `main_run`: the run folder whose full-stage model the shipped router stage started from."""
     dataset = json.loads((folder / "dataset.json").read_text())
     train = json.loads((folder / "train_config.json").read_text())
+    main = json.loads((main_run / "final" / "train_config.json").read_text())
+    full_steps = round(main["full_fraction"] * main["steps"])
+    full_min = main.get("train_wall_s", 0) * main["full_fraction"] / 60
+    budgets = ", ".join(f"{b:g}" for b in (train["budget"], *train.get("mixed_budgets", ())))
     config = json.loads((folder / "config.json").read_text())
     size_mb = (folder / "model.safetensors").stat().st_size / 1e6
     table = evaluate.markdown_table(rows) if rows else "(not evaluated yet)"
@@ -140,13 +160,15 @@ It is *not* a pretrained SmolVLM2: every weight was trained from scratch on the 
 - Data: {dataset["episodes"]} scripted-expert episodes ({dataset["frames"]} frames, {dataset["fps"]:.0f} Hz), cameras
   {", ".join(dataset["cameras"])} at {dataset["image_hw"][0]}x{dataset["image_hw"][1]}, tasks:
   {"; ".join(dataset["tasks"])}.
-- Training: {train["completed_steps"]} steps, batch {train["batch_size"]}, AdamW lr {train["lr"]} (warm-up
-  {train["warmup"]}, cosine), stages: full model for {train["full_fraction"]:.0%} of the steps, then router + CogKD
-  (kd weight {train["kd_weight"]}, balance {train["balance_weight"]}, router lr x{train.get("router_lr_scale", 1.0)});
-  seed {train["seed"]}{_colour_swap(train)}. The no-CogKD row: the same router stage without
-  distillation, from the same full-stage model.
-- Training time: {train.get("train_wall_s", 0) / 60:.1f} min of optimizer steps on this machine (2 CPU cores
-  shared with other jobs, 1 torch thread); this rebuild: {_timings(timings)}.
+- Training: the full model for {full_steps} steps (the first {main["full_fraction"]:.0%} of a {main["steps"]}-step run,
+  batch {main["batch_size"]}, AdamW lr {main["lr"]}, warm-up {main["warmup"]}, cosine), then the router stage for
+  {train["completed_steps"]} steps from that model at the learning rate the run had there ({train["lr"]}, cosine),
+  each step at a layer budget drawn from {budgets}, with CogKD (kd weight {train["kd_weight"]}, balance
+  {train["balance_weight"]}, router lr x{train.get("router_lr_scale", 1.0)}); seed {train["seed"]}{_colour_swap(train)}.
+  The no-CogKD row: the same router stage without distillation. The "router stage at 0.5 only" row: the run's own
+  router stage, every step at budget 0.5 (the recipe until this card): its full depth no longer works.
+- Training time: {full_min + train.get("train_wall_s", 0) / 60:.1f} min of optimizer steps on this machine (2 CPU
+  cores shared with other jobs, 1 torch thread); this rebuild: {_timings(timings)}.
 - Normalisation statistics: `stats.json` (also inside `model.safetensors`).
 
 Reproduce (records, trains, evaluates, rewrites this folder):
@@ -223,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     timings["record"] = time.perf_counter() - start
     start = time.perf_counter()
-    for run, command in (("run", train_command), ("run_nokd", nokd_command)):
+    for run, command in (("run", train_command), ("run_mixed", router_command), ("run_nokd", nokd_command)):
         if not (work / run / "final" / "config.json").is_file():  # a finished run is not loaded again
             train_cli.main(command(work, args.steps, args.batch_size, args.threads))
         timings[f"train {run}"] = time.perf_counter() - start
@@ -232,13 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     timings["eval"] = time.perf_counter() - start
     ship = Path(args.ship_dir)
     shutil.rmtree(ship, ignore_errors=True)
-    shutil.copytree(work / "run" / "final", ship)
+    shutil.copytree(work / SHIPPED_RUN / "final", ship)
     evaluate.write_table(rows, work / "eval")
     command = "python -m mole_vla_ros.train.default_checkpoint " + " ".join(argv or sys.argv[1:])
     (ship / "eval.json").write_text(
         json.dumps({"seed": EVAL_SEED, "episodes": args.eval_episodes, "rows": rows}, indent=2) + "\n"
     )
-    write_card(ship, rows, command.strip(), timings)
+    write_card(ship, rows, command.strip(), timings, work / "run")
     print(evaluate.markdown_table(rows))
     return 0
 
