@@ -273,3 +273,17 @@ def test_the_scale_out_doc_commands_use_real_flags():
             assert launcher == "mole-vla", line
         assert words[words.index("train") - 1] in ("mole-vla", "mole_vla_ros.cli"), line
         train_cli.parse_args(words[words.index("train") + 1 :])  # exits (a failure) on an unknown or bad flag
+
+
+def test_the_default_checkpoint_recipe_commands_parse(tmp_path):
+    """The one documented command chains these runs: each must be a valid `mole-vla train` command line."""
+    from mole_vla_ros.train import default_checkpoint as recipe
+
+    main, _, _ = train_cli.parse_args(recipe.train_command(tmp_path, 8000, 32, 1))
+    shipped, _, _ = train_cli.parse_args(recipe.router_command(tmp_path, 8000, 32, 1))
+    ablation, _, _ = train_cli.parse_args(recipe.nokd_command(tmp_path, 8000, 32, 1))
+    assert main.stage == "both" and main.mixed_budgets == () and main.steps == 8000
+    assert shipped.checkpoint == str(tmp_path / "run" / "stage_full") and shipped.steps == 3200
+    assert shipped.cogkd and not ablation.cogkd and shipped.mixed_budgets == ablation.mixed_budgets == (0.25, 1.0)
+    assert shipped.lr == pytest.approx(main.lr_at(4800), rel=1e-5)  # the main run's rate at the switch
+    assert Path(shipped.out).name == recipe.SHIPPED_RUN
