@@ -118,7 +118,7 @@ class TrainConfig:
         return self.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
-def stage_config(base: MoLeConfig, cfg: TrainConfig, stage: str, step: int = 0) -> tuple[MoLeConfig, float]:
+def stage_config(base: MoLeConfig, cfg: TrainConfig, stage: str, step: int) -> tuple[MoLeConfig, float]:
     """The policy config and budget of a stage at `step`: the full stage has nothing to distil or balance; the router
     stage trains at --budget, or at one of --mixed-budgets and --budget drawn by seed and step (so the model also
     works at the budgets it is not shipped with; a resumed run draws the same)."""
