@@ -244,3 +244,5 @@ def test_record_cli_writes_expert_demonstrations(tmp_path):
 def test_record_cli_rejects_bad_arguments(tmp_path):
     assert record.main(["--episodes", "0", "--out", str(tmp_path / "x")]) == 2
     assert record.main(["--episodes", "1", "--out", str(tmp_path / "y"), "--cameras", "nope"]) == 2
+    assert record.main(["--episodes", "1", "--out", str(tmp_path / "z"), "--retry-share", "2"]) == 2
+    assert record.main(["--episodes", "1", "--out", str(tmp_path / "n"), "--action-noise", "-1"]) == 2

@@ -87,6 +87,30 @@ def test_resume_refuses_changed_settings_and_a_missing_checkpoint(tmp_path, data
         Trainer(config(tmp_path, steps=12, budget=0.25), CPU, data, resume=True)
 
 
+def test_a_fork_from_stage_full_continues_the_run_or_its_ablation(tmp_path, data):
+    """stage_full holds the training state at the stage change: a fork with the run's own settings ends on exactly
+    the run's weights; a --no-cogkd fork shares its history up to the switch and then trains without distillation."""
+    main = Trainer(config(tmp_path / "main"), CPU, data)
+    main.run(progress=False)
+    stage_full = tmp_path / "main" / "run" / "stage_full"
+
+    twin = Trainer(config(tmp_path / "twin", fork=str(stage_full)), CPU, data)
+    assert twin.step == 6  # full_fraction 0.5 of 12 steps
+    twin.run(progress=False)
+    a, b = main.policy.state_dict(), twin.policy.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+    ablation = Trainer(config(tmp_path / "nokd", fork=str(stage_full), cogkd=False), CPU, data)
+    ablation.run(progress=False)
+    switch = [row["step"] for row in main.history].index(6) + 1
+    assert ablation.history[:switch] == main.history[:switch]
+    assert all(row["cogkd"] == 0.0 for row in ablation.history[switch:])
+    assert any(row["cogkd"] > 0.0 for row in main.history[switch:])
+
+    with pytest.raises(SystemExit, match="not a training checkpoint"):
+        Trainer(config(tmp_path / "bad", fork=str(tmp_path / "main" / "run" / "final")), CPU, data)
+
+
 def test_no_cogkd_trains_without_distillation(tmp_path, data):
     trainer = Trainer(config(tmp_path, steps=4, stage="router", cogkd=False), CPU, data)
     trainer.run(progress=False)
@@ -276,14 +300,16 @@ def test_the_scale_out_doc_commands_use_real_flags():
 
 
 def test_the_default_checkpoint_recipe_commands_parse(tmp_path):
-    """The one documented command chains these runs: each must be a valid `mole-vla train` command line."""
+    """The one documented command chains these runs: each must be a valid `mole-vla train` command line, and the
+    ablation must differ from the shipped run in the distillation only."""
     from mole_vla_ros.train import default_checkpoint as recipe
 
-    main, _, _ = train_cli.parse_args(recipe.train_command(tmp_path, 8000, 32, 1))
-    shipped, _, _ = train_cli.parse_args(recipe.router_command(tmp_path, 8000, 32, 1))
-    ablation, _, _ = train_cli.parse_args(recipe.nokd_command(tmp_path, 8000, 32, 1))
-    assert main.stage == "both" and main.mixed_budgets == () and main.steps == 8000
-    assert shipped.checkpoint == str(tmp_path / "run" / "stage_full") and shipped.steps == 3200
-    assert shipped.cogkd and not ablation.cogkd and shipped.mixed_budgets == ablation.mixed_budgets == (0.25, 1.0)
-    assert shipped.lr == pytest.approx(main.lr_at(4800), rel=1e-5)  # the main run's rate at the switch
-    assert Path(shipped.out).name == recipe.SHIPPED_RUN
+    shipped, _, _ = train_cli.parse_args(recipe.train_command(tmp_path, 16000, 32, 2))
+    ablation, _, _ = train_cli.parse_args(recipe.nokd_command(tmp_path, 16000, 32, 2))
+    assert shipped.stage == "both" and shipped.steps == 16000 and shipped.mixed_budgets == (0.25, 1.0)
+    assert shipped.cogkd and shipped.fork is None and Path(shipped.out).name == recipe.SHIPPED_RUN
+    assert not ablation.cogkd and ablation.fork == str(tmp_path / recipe.SHIPPED_RUN / "stage_full")
+    differ = {f for f in ("out", "cogkd", "fork") if getattr(shipped, f) != getattr(ablation, f)}
+    same = {k: v for k, v in vars(shipped).items() if k not in differ}
+    assert same == {k: v for k, v in vars(ablation).items() if k not in differ}
+    assert differ == {"out", "cogkd", "fork"}

@@ -121,3 +121,45 @@ def test_a_slower_expert_still_picks_and_takes_longer(expert_env):
     assert env.time > 1.5 * brisk
     with pytest.raises(ValueError, match="speed"):
         ScriptedExpert(env, speed=0.0)
+
+
+def test_a_recovery_demonstration_misses_lifts_reopens_and_then_picks(expert_env):
+    """retry_share=1: the first grasp is aimed beside the cube, the empty jaws lift and re-open, the second grasp
+    picks; the cube leaves the table only in the second."""
+    env, _ = expert_env
+    expert = ScriptedExpert(env, retry_share=1.0)
+    phases, cube_z = [], {}
+
+    def watch(_obs, _action):
+        phases.append(expert.phase)
+        cube_z[expert.phase] = max(cube_z.get(expert.phase, 0.0), env.cube_positions()["red"][2])
+
+    assert run_episode(env, expert, 0, task=Task("pick", "red"), on_step=watch) and expert.retrying
+    order = list(dict.fromkeys(phases))
+    assert order[:6] == ["above_miss", "descend_miss", "close_miss", "lift_miss", "reopen", "above"], order
+    assert cube_z["lift_miss"] < 0.03 < cube_z["hold"]
+
+
+def test_action_noise_perturbs_the_executed_targets_not_the_recorded_ones(expert_env):
+    """DART: the arm runs the expert's target plus a slow offset; the recorded action is the expert's own, so a
+    policy cloned from it learns to steer back. The jaws are never perturbed; targets stay inside the limits."""
+    env, _ = expert_env
+    expert = ScriptedExpert(env, action_noise=0.04)
+    recorded, sent = [], []
+    original = expert.executed
+
+    def spy(action):
+        out = original(action)
+        recorded.append(np.array(action)), sent.append(out)
+        return out
+
+    expert.executed = spy
+    assert run_episode(env, expert, 1, task=Task("pick", "green"))
+    offset = np.array(sent) - np.array(recorded)
+    assert 0.01 < offset[:, :5].std() < 0.08 and np.all(offset[:, 5] == 0.0)
+    lag1 = np.mean([np.corrcoef(offset[:-1, j], offset[1:, j])[0, 1] for j in range(5)])
+    assert lag1 > 0.7, lag1  # a drift the servos can follow (white noise: ~0)
+    assert np.all(np.array(sent) >= env.lower) and np.all(np.array(sent) <= env.upper)
+    for bad in ({"retry_share": 1.5}, {"action_noise": -0.1}):
+        with pytest.raises(ValueError, match=r"retry share|action noise"):
+            ScriptedExpert(env, **bad)

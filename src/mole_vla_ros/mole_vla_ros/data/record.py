@@ -27,6 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cameras", default="scene,wrist", help="comma-separated cameras")
     parser.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"), help="image size, px")
     parser.add_argument("--vcodec", default="libsvtav1", help="video encoder (libsvtav1 = LeRobot's AV1, libx264)")
+    parser.add_argument(
+        "--retry-share",
+        type=float,
+        default=0.0,
+        help="share of episodes whose first grasp misses on purpose, then lifts, re-opens and grasps again "
+        "(recovery demonstrations)",
+    )
+    parser.add_argument(
+        "--action-noise",
+        type=float,
+        default=0.0,
+        help="std (rad) of a slow random offset added to the executed arm targets; the recorded actions stay the "
+        "expert's, which steer back (DART)",
+    )
     parser.add_argument("--max-attempts", type=int, default=None, help="give up after this many episodes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -53,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             task_kinds=kinds,
         )
         env = SimEnv(config)
+        expert = ScriptedExpert(env, retry_share=args.retry_share, action_noise=args.action_noise)
     except ValueError as exc:
         print(f"mole-vla record: {exc}", file=sys.stderr)
         return 2
-    expert = ScriptedExpert(env)
     max_attempts = args.max_attempts or 3 * args.episodes
     writer = LeRobotDatasetWriter(
         Path(args.out),

@@ -38,7 +38,7 @@ def save_checkpoint(
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     write_policy_folder(tmp, policy, meta)
-    torch.save(training_state, tmp / STATE_FILE)
+    write_training_state(tmp, training_state)
     final = root / name
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -56,6 +56,10 @@ def write_policy_folder(folder: Path, policy: MoLePolicy, meta: dict[str, Any]) 
     for key in ("stats", "dataset", "train_config"):
         if key in meta:
             (folder / f"{key}.json").write_text(json.dumps(meta[key], indent=2, sort_keys=True) + "\n")
+
+
+def write_training_state(folder: Path, training_state: dict[str, Any]) -> None:
+    torch.save(training_state, folder / STATE_FILE)
 
 
 def last_checkpoint(out: Path) -> Path | None:

@@ -1,20 +1,18 @@
 """Rebuild the shipped default checkpoint in one command: record, train, evaluate, write the card.
 
-    python -m mole_vla_ros.train.default_checkpoint            # ~1 h on 2 CPU cores, see the card for timings
+    python -m mole_vla_ros.train.default_checkpoint            # ~1.5 h on 2 CPU cores, see the card for timings
     python -m mole_vla_ros.train.default_checkpoint --eval-episodes 10 --steps 500   # quicker, weaker
 
 1. `mole-vla record`: scripted-expert pick demonstrations (scene + wrist cameras, 96x96, 30 Hz) -> <work>/data,
    and expert demonstrations at the evaluation seeds -> <work>/heldout (open-loop action error only)
-2. `mole-vla train`: the tiny preset with 8 kept layers (chunk 16), the future-state auxiliary and the instruction
-   FiLM of the visual tokens (config w_future, text_film), full stage for 60% of the steps, then router +
-   CogKD at budget 0.5 -> <work>/run (its full-stage model: <work>/run/stage_full). The shipped model is the
-   router stage again from that full-stage model, at the learning rate the main run had there, each step at budget
-   0.5, 0.25 or 1.0 (--mixed-budgets) -> <work>/run_mixed; the no-CogKD ablation is the same without distillation
-   -> <work>/run_nokd. (The main run's own router stage, at 0.5 only, is kept as a row: its full depth no longer
-   works, which is why the shipped one mixes budgets.)
+2. `mole-vla train`, the shipped model: the tiny preset with 8 kept layers (chunk 16), the future-state auxiliary
+   and the instruction FiLM of the visual tokens (config w_future, text_film); the full stage for 80% of the steps,
+   then the router stage with CogKD, each step at budget 0.5, 0.25 or 1.0 (--mixed-budgets) -> <work>/run (its
+   full-stage model and training state: <work>/run/stage_full). The no-CogKD ablation forks that run at the stage
+   change and trains its router stage without distillation -> <work>/run_nokd.
 3. `mole-vla eval`: the seeded episodes of issue 7's table (full, MoLe 0.5/0.25 with CogKD, MoLe 0.5 without,
-   static first half, random half) and the single-budget row, spread over --jobs processes
-4. copies <work>/run_mixed/final to src/mole_vla_ros/checkpoints/default and writes its README card with the table.
+   static first half, random half, and the full-stage model), spread over --jobs processes
+4. copies <work>/run/final to src/mole_vla_ros/checkpoints/default and writes its README card with the table.
 """
 
 from __future__ import annotations
@@ -54,27 +52,27 @@ MODEL_ARGS = [
     "--set",
     "text_film=true",
 ]
-LR, WARMUP, FULL_FRACTION = 5e-4, 100, 0.6
+LR, WARMUP, FULL_FRACTION = 5e-4, 100, 0.8
 # A light balance term and a 10x router learning rate: at balance 0.01 and the shared rate the router's scores
 # stayed near uniform, i.e. it did not route by input.
 ROUTER_ARGS = ["--budget", "0.5", "--balance-weight", "0.002", "--router-lr-scale", "10"]
-# The shipped router stage trains each step at 0.5, 0.25 or 1.0: at 0.5 only, the full-depth path drifted (full
-# row 0/50, held-out error 0.0766 vs 0.0064 before the router stage); mixed, it keeps working (8/50, 0.0067).
+# The router stage trains each step at 0.5, 0.25 or 1.0: at 0.5 only, the full-depth path drifted (full row 0/50,
+# held-out error 0.0766 vs 0.0064 before the router stage); mixed, it kept working (8/50, 0.0067).
 MIXED_ARGS = ["--mixed-budgets", "0.25,1.0"]
 # No --colour-swap (train/augment.py): with half the samples swapped, the full-stage model read the colour word less,
 # not more (swapping it moved the chunk by 0.0001 rad² vs 0.0007 without; 1/20 picks vs 3/20 at full depth).
 COMMON_ARGS = ["--save-every", "250", "--log-every", "25", "--seed", "0"]
-SHIPPED_RUN, NOKD_RUN = "run_mixed", "run_nokd"  # router-stage runs from the main run's full-stage model
+SHIPPED_RUN, NOKD_RUN = "run", "run_nokd"
 EVAL_SEED = 100_000  # far from the recording seeds (1000...), so evaluation scenes were never demonstrated
-# (run folder, label, mode, budget): the rows of issue 7's table, all on the same seeds.
+# (policy folder under the work folder, label, mode, budget): the rows of issue 7's table, all on the same seeds.
 EVAL_ROWS = (
-    (SHIPPED_RUN, "default (CogKD)", "full", 1.0),
-    (SHIPPED_RUN, "default (CogKD)", "mole", 0.5),
-    (SHIPPED_RUN, "default (CogKD)", "mole", 0.25),
-    (NOKD_RUN, "no CogKD", "mole", 0.5),
-    (SHIPPED_RUN, "default (CogKD)", "static", 0.5),
-    (SHIPPED_RUN, "default (CogKD)", "random", 0.5),
-    ("run", "router stage at 0.5 only", "full", 1.0),
+    (f"{SHIPPED_RUN}/final", "default (CogKD)", "full", 1.0),
+    (f"{SHIPPED_RUN}/final", "default (CogKD)", "mole", 0.5),
+    (f"{SHIPPED_RUN}/final", "default (CogKD)", "mole", 0.25),
+    (f"{NOKD_RUN}/final", "no CogKD", "mole", 0.5),
+    (f"{SHIPPED_RUN}/final", "default (CogKD)", "static", 0.5),
+    (f"{SHIPPED_RUN}/final", "default (CogKD)", "random", 0.5),
+    (f"{SHIPPED_RUN}/stage_full", "before the router stage", "full", 1.0),
 )
 
 
@@ -83,39 +81,27 @@ def _resume(out: Path) -> list[str]:
 
 
 def train_command(work: Path, steps: int, batch_size: int, threads: int) -> list[str]:
-    """The main run: full stage, then router + CogKD."""
-    out = work / "run"
+    """The shipped model: the full stage, then the router stage with CogKD at mixed budgets, in one run."""
+    return _run_command(work, work / SHIPPED_RUN, steps, batch_size, threads)
+
+
+def nokd_command(work: Path, steps: int, batch_size: int, threads: int) -> list[str]:
+    """The no-CogKD ablation: the shipped run forked at its stage change, so it differs in the distillation only
+    (same full-stage model, batches, budgets drawn and learning-rate schedule)."""
+    fork = ["--fork", str(work / SHIPPED_RUN / "stage_full"), "--no-cogkd"]
+    return _run_command(work, work / NOKD_RUN, steps, batch_size, threads) + fork
+
+
+def _run_command(work: Path, out: Path, steps: int, batch_size: int, threads: int) -> list[str]:
     return [
         *("--dataset", str(work / "data"), "--out", str(out), "--steps", str(steps)),
         *("--batch-size", str(batch_size), "--threads", str(threads), *MODEL_ARGS),
         *("--lr", str(LR), "--warmup", str(WARMUP), "--stage", "both", "--full-fraction", str(FULL_FRACTION)),
         *ROUTER_ARGS,
-        *COMMON_ARGS,
-        *_resume(out),
-    ]
-
-
-def router_command(work: Path, steps: int, batch_size: int, threads: int, cogkd: bool = True) -> list[str]:
-    """The router stage at mixed budgets from the main run's full-stage model and learning rate there: with CogKD
-    the shipped model (<work>/run_mixed), without it the ablation (<work>/run_nokd)."""
-    switch = round(FULL_FRACTION * steps)
-    lr = train_cli.TrainConfig(dataset="", out="", steps=steps, lr=LR, warmup=WARMUP).lr_at(switch)
-    out = work / (SHIPPED_RUN if cogkd else NOKD_RUN)
-    return [
-        *("--dataset", str(work / "data"), "--out", str(out), "--steps", str(steps - switch)),
-        *("--batch-size", str(batch_size), "--threads", str(threads)),
-        *("--checkpoint", str(work / "run" / "stage_full"), "--stage", "router"),
-        *(() if cogkd else ("--no-cogkd",)),
-        *("--lr", f"{lr:.6g}", "--warmup", "0"),
-        *ROUTER_ARGS,
         *MIXED_ARGS,
         *COMMON_ARGS,
         *_resume(out),
     ]
-
-
-def nokd_command(work: Path, steps: int, batch_size: int, threads: int) -> list[str]:
-    return router_command(work, steps, batch_size, threads, cogkd=False)
 
 
 def _eval_row(spec: tuple[str, str, str, float, int, str]) -> tuple[list[dict], list[dict]]:
@@ -127,8 +113,8 @@ def _eval_row(spec: tuple[str, str, str, float, int, str]) -> tuple[list[dict], 
 def evaluate_rows(work: Path, episodes: int, jobs: int) -> list[dict]:
     """Issue 7's table, one process per row at a time (each with its own sim), rows in EVAL_ROWS order."""
     specs = [
-        (str(work / run / "final"), label, mode, budget, episodes, str(work / "heldout"))
-        for run, label, mode, budget in EVAL_ROWS
+        (str(work / folder), label, mode, budget, episodes, str(work / "heldout"))
+        for folder, label, mode, budget in EVAL_ROWS
     ]
     if jobs <= 1:
         results = [_eval_row(spec) for spec in specs]
@@ -138,14 +124,11 @@ def evaluate_rows(work: Path, episodes: int, jobs: int) -> list[dict]:
     return [row for rows, _ in results for row in rows]
 
 
-def write_card(folder: Path, rows: list[dict], command: str, timings: dict[str, float], main_run: Path) -> None:
-    """README.md of the checkpoint: what it is, the data, the training settings and its evaluation table.
-    `main_run`: the run folder whose full-stage model the shipped router stage started from."""
+def write_card(folder: Path, rows: list[dict], command: str, timings: dict[str, float]) -> None:
+    """README.md of the checkpoint: what it is, the data, the training settings and its evaluation table."""
     dataset = json.loads((folder / "dataset.json").read_text())
     train = json.loads((folder / "train_config.json").read_text())
-    main = json.loads((main_run / "final" / "train_config.json").read_text())
-    full_steps = round(main["full_fraction"] * main["steps"])
-    full_min = main.get("train_wall_s", 0) * main["full_fraction"] / 60
+    full_steps = round(train["full_fraction"] * train["steps"])
     budgets = ", ".join(f"{b:g}" for b in (train["budget"], *train.get("mixed_budgets", ())))
     config = json.loads((folder / "config.json").read_text())
     size_mb = (folder / "model.safetensors").stat().st_size / 1e6
@@ -160,15 +143,15 @@ It is *not* a pretrained SmolVLM2: every weight was trained from scratch on the 
 - Data: {dataset["episodes"]} scripted-expert episodes ({dataset["frames"]} frames, {dataset["fps"]:.0f} Hz), cameras
   {", ".join(dataset["cameras"])} at {dataset["image_hw"][0]}x{dataset["image_hw"][1]}, tasks:
   {"; ".join(dataset["tasks"])}.
-- Training: the full model for {full_steps} steps (the first {main["full_fraction"]:.0%} of a {main["steps"]}-step run,
-  batch {main["batch_size"]}, AdamW lr {main["lr"]}, warm-up {main["warmup"]}, cosine), then the router stage for
-  {train["completed_steps"]} steps from that model at the learning rate the run had there ({train["lr"]}, cosine),
-  each step at a layer budget drawn from {budgets}, with CogKD (kd weight {train["kd_weight"]}, balance
-  {train["balance_weight"]}, router lr x{train.get("router_lr_scale", 1.0)}); seed {train["seed"]}{_colour_swap(train)}.
-  The no-CogKD row: the same router stage without distillation. The "router stage at 0.5 only" row: the run's own
-  router stage, every step at budget 0.5 (the recipe until this card): its full depth no longer works.
-- Training time: {full_min + train.get("train_wall_s", 0) / 60:.1f} min of optimizer steps on this machine (2 CPU
-  cores shared with other jobs, 1 torch thread); this rebuild: {_timings(timings)}.
+- Training, one {train["steps"]}-step run (batch {train["batch_size"]}, AdamW lr {train["lr"]}, warm-up
+  {train["warmup"]}, cosine to 10%, seed {train["seed"]}{_colour_swap(train)}): the full model for {full_steps} steps,
+  then the router stage for {train["steps"] - full_steps} steps, each step at a layer budget drawn from {budgets},
+  with CogKD (kd weight {train["kd_weight"]}, balance {train["balance_weight"]}, router lr
+  x{train.get("router_lr_scale", 1.0)}). The no-CogKD row: the same run forked at the stage change
+  (`--fork run/stage_full --no-cogkd`: same full-stage model, batches, budgets and schedule, no distillation). The
+  "before the router stage" row: the full-stage model itself (`run/stage_full`).
+- Training time: {train.get("train_wall_s", 0) / 60:.1f} min of optimizer steps on this machine (2 CPU cores);
+  this rebuild: {_timings(timings)}.
 - Normalisation statistics: `stats.json` (also inside `model.safetensors`).
 
 Reproduce (records, trains, evaluates, rewrites this folder):
@@ -203,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--work", default="runs/default_checkpoint", help="folder for the dataset and the training run")
     p.add_argument("--episodes", type=int, default=300, help="demonstrations to record")
-    p.add_argument("--steps", type=int, default=8000)
+    p.add_argument("--steps", type=int, default=16000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-episodes", type=int, default=50)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
+    p.add_argument(
+        "--threads", type=int, default=2, help="torch threads (the shipped run used 2; another count sums differently)"
+    )
     p.add_argument("--jobs", type=int, default=2, help="evaluation processes (rows run in parallel)")
     p.add_argument("--ship-dir", default=str(SHIP_DIR), help="where the checkpoint is copied")
     args = p.parse_args(argv)
@@ -245,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     timings["record"] = time.perf_counter() - start
     start = time.perf_counter()
-    for run, command in (("run", train_command), (SHIPPED_RUN, router_command), (NOKD_RUN, nokd_command)):
+    for run, command in ((SHIPPED_RUN, train_command), (NOKD_RUN, nokd_command)):
         if not (work / run / "final" / "config.json").is_file():  # a finished run is not loaded again
             train_cli.main(command(work, args.steps, args.batch_size, args.threads))
         timings[f"train {run}"] = time.perf_counter() - start
@@ -260,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     (ship / "eval.json").write_text(
         json.dumps({"seed": EVAL_SEED, "episodes": args.eval_episodes, "rows": rows}, indent=2) + "\n"
     )
-    write_card(ship, rows, command.strip(), timings, work / "run")
+    write_card(ship, rows, command.strip(), timings)
     print(evaluate.markdown_table(rows))
     return 0
 

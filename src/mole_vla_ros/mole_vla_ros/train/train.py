@@ -49,6 +49,10 @@ class TrainConfig:
     out: str
     preset: str | None = "tiny"
     checkpoint: str | None = None
+    # A checkpoint folder (with training_state.pt) of another run whose weights, optimizer, step and RNG this run
+    # continues under its own settings: an ablation that shares that run's history up to the fork (e.g. no CogKD
+    # from the main run's stage_full), on the same learning-rate schedule and batches.
+    fork: str | None = None
     steps: int = 1000
     batch_size: int = 16
     lr: float = 3e-4
@@ -170,6 +174,8 @@ class Trainer:
         self.rt = runtime or resolve_runtime(cfg.device)
         self.out = Path(cfg.out)
         resume_from = self._find_resume_point() if resume else None
+        if resume_from is None and cfg.fork is not None:
+            resume_from = self._fork_point(Path(cfg.fork))
         seed_everything(cfg.seed)
         self.policy = build_policy(cfg)
         self.base_config = self.policy.config
@@ -210,9 +216,20 @@ class Trainer:
             raise SystemExit(f"--resume with settings that differ from the checkpoint's run (saved, now): {changed}")
         return found
 
+    def _fork_point(self, folder: Path) -> Path:
+        if not (folder / ckpt.STATE_FILE).is_file():
+            raise SystemExit(
+                f"--fork {folder}: not a training checkpoint (no {ckpt.STATE_FILE}); use a run's checkpoints/step_* "
+                "or stage_full folder (or --checkpoint to fine-tune from a policy folder)"
+            )
+        return folder
+
     def _restore(self, folder: Path) -> None:
         weights = MoLePolicy.from_pretrained(folder).state_dict()
-        self.policy.load_state_dict(weights)
+        try:
+            self.policy.load_state_dict(weights)
+        except RuntimeError as exc:  # a fork from a run with another model config
+            raise SystemExit(f"cannot continue from {folder}: its model differs from this run's ({exc})") from exc
         self.load_training_state(ckpt.load_training_state(folder))
 
     def load_training_state(self, state: dict[str, Any]) -> None:
@@ -318,9 +335,6 @@ class Trainer:
             parts = self.train_step()
             self.wall_s += time.perf_counter() - step_start
             window_steps += 1
-            if self.rt.is_main and parts["stage"] == "full" and cfg.stage_at(self.step) == "router":
-                # The full-depth model at the stage change: the teacher, and the start of router-only ablations.
-                ckpt.write_policy_folder(self.out / "stage_full", self.policy, self.meta())
             if self.step % cfg.log_every == 0 or self.step == end:
                 elapsed = time.perf_counter() - window_start
                 row = {
@@ -334,6 +348,11 @@ class Trainer:
                     {k: f"{parts[k]:.4f}" for k in ("loss", "flow", "cogkd", "balance", "future")}
                     | {"stage": parts["stage"]}
                 )
+            if self.rt.is_main and parts["stage"] == "full" and cfg.stage_at(self.step) == "router":
+                # The full-depth model at the stage change: the teacher, and the start of router-stage ablations
+                # (a policy folder for --checkpoint, with the training state, its last curve row included, for --fork).
+                ckpt.write_policy_folder(self.out / "stage_full", self.policy, self.meta())
+                ckpt.write_training_state(self.out / "stage_full", self.training_state())
             if self.step % cfg.save_every == 0 and self.step < cfg.steps:
                 self.save()
                 window_start, window_steps = time.perf_counter(), 0  # keep save time out of samples/s
@@ -386,6 +405,12 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, dict[str, Any
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", choices=sorted(["tiny", "smolvlm2-500m"]), help="new policy from a config preset")
     src.add_argument("--checkpoint", help="start from a policy folder or hub id (fine-tuning)")
+    p.add_argument(
+        "--fork",
+        metavar="CHECKPOINT",
+        help="continue another run's checkpoint (weights, optimizer, step, RNG; e.g. <run>/stage_full) under this "
+        "run's settings, e.g. --no-cogkd: an ablation with the same history, schedule and batches",
+    )
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)

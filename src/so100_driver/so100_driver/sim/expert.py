@@ -21,6 +21,10 @@ GRIPPER_OPEN = 1.1  # rad: jaw well clear of a 3 cm cube
 CARROT_SPEED = 0.25  # m/s: how fast the Cartesian waypoint moves toward a phase's goal
 REACHED = 0.006  # m: a waypoint counts as reached within this distance
 SETTLE_TIME = 0.6  # s after the carrot arrives when a phase ends even if REACHED was not met
+# Recovery demonstrations: the first grasp is aimed this far (m) beside the cube, then the jaws lift, re-open and the
+# grasp is made again. Past a jaw's width from the centre, so the first try closes on the cube's edge or on nothing.
+MISS_DISTANCE = (0.02, 0.03)
+NOISE_TIME_CONSTANT = 0.3  # s: correlation time of the executed-action noise (a drift the servos can follow)
 
 
 @dataclass
@@ -34,13 +38,29 @@ class _Phase:
 
 class ScriptedExpert:
     """`act(env) -> joint targets (6,)` for the env's current task; `reset()` between episodes. `speed` (m/s) is
-    how fast the gripper's Cartesian waypoint moves: the demonstrator's pace."""
+    how fast the gripper's Cartesian waypoint moves: the demonstrator's pace.
 
-    def __init__(self, env: SimEnv, speed: float = CARROT_SPEED) -> None:
+    Demonstrations a policy can learn to recover from (both off by default): `retry_share` of the episodes begin with
+    a grasp aimed MISS_DISTANCE beside the cube, then lift, re-open and grasp again (a cloned policy that misses has
+    seen what to do next); `action_noise` (rad) is the std of a slow random offset that `run_episode` adds to the
+    executed arm targets while the recorded action stays the expert's own, which steers back (DART, Laskey 2017).
+    `reset(rng)` draws them per episode."""
+
+    def __init__(
+        self, env: SimEnv, speed: float = CARROT_SPEED, retry_share: float = 0.0, action_noise: float = 0.0
+    ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"expert speed must be > 0 m/s, got {speed}")
+        if not 0.0 <= retry_share <= 1.0:
+            raise ValueError(f"retry share must be in [0, 1], got {retry_share}")
+        if not (math.isfinite(action_noise) and 0.0 <= action_noise <= 0.2):
+            raise ValueError(f"action noise must be in [0, 0.2] rad, got {action_noise}")
         self.env = env
         self.speed = speed
+        self.retry_share = retry_share
+        self.action_noise = action_noise
+        self.retrying = False
+        self._noise = np.zeros(6)
         self.model = env.model
         self._scratch = mujoco.MjData(self.model)
         self._arm = env._dadr[:5]
@@ -48,10 +68,25 @@ class ScriptedExpert:
         self._jacr = np.zeros((3, self.model.nv))
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, rng: np.random.Generator | None = None) -> None:
         task = self.env.task
         gripper_closed = float(self.env.lower[5])
-        phases = [
+        rng = rng or np.random.default_rng(0)
+        self.retrying = bool(rng.random() < self.retry_share)
+        self._rng = rng
+        self._noise = np.zeros(6)
+        phases: list[_Phase] = []
+        if self.retrying:
+            bearing, distance = rng.uniform(-math.pi, math.pi), rng.uniform(*MISS_DISTANCE)
+            dx, dy = distance * math.cos(bearing), distance * math.sin(bearing)
+            phases += [
+                _Phase("above_miss", (dx, dy, 0.07), task.cube, GRIPPER_OPEN),
+                _Phase("descend_miss", (dx, dy, 0.002), task.cube, GRIPPER_OPEN),
+                _Phase("close_miss", (dx, dy, 0.002), task.cube, gripper_closed, min_time=0.6),
+                _Phase("lift_miss", (dx, dy, 0.07), task.cube, gripper_closed),
+                _Phase("reopen", (dx, dy, 0.07), task.cube, GRIPPER_OPEN, min_time=0.4),
+            ]
+        phases += [
             _Phase("above", (0, 0, 0.07), task.cube, GRIPPER_OPEN),
             _Phase("descend", (0, 0, 0.002), task.cube, GRIPPER_OPEN),
             _Phase("close", (0, 0, 0.002), task.cube, gripper_closed, min_time=0.6),
@@ -101,6 +136,8 @@ class ScriptedExpert:
         phase = self.phases[self.index]
         if self._entered is None:
             self._entered = env.time
+            if phase.name == "above":
+                self._yaw = None  # after a missed grasp the cube may have turned: aim the jaws again
         goal = self._goal(phase)
         site = env.data.site_xpos[env.grasp_site].copy()
         if self._carrot is None:
@@ -125,6 +162,16 @@ class ScriptedExpert:
         target = self._q.copy()
         target[5] = phase.gripper
         return target
+
+    def executed(self, action: np.ndarray) -> np.ndarray:
+        """The target actually sent: `action` plus this episode's slow noise on the arm joints (none by default)."""
+        if self.action_noise == 0.0:
+            return action
+        decay = math.exp(-self.env.dt / NOISE_TIME_CONSTANT)  # Ornstein-Uhlenbeck: stationary std = action_noise
+        kick = self._rng.normal(0.0, self.action_noise * math.sqrt(1.0 - decay * decay), 6)
+        self._noise = decay * self._noise + kick
+        self._noise[5] = 0.0  # the jaws open and close as the expert says
+        return np.clip(action + self._noise, self.env.lower, self.env.upper)
 
     def solve_ik(self, position: np.ndarray, yaw: float, q0: np.ndarray, iterations: int = 30) -> np.ndarray:
         """Arm joints putting the grasp site at `position`, jaws pointing down, closing across `yaw` (DLS)."""
@@ -156,12 +203,12 @@ def run_episode(env: SimEnv, expert: ScriptedExpert, seed: int, task: object = N
     """One seeded episode driven by the expert until success or the time limit. `on_step(obs, action)` sees
     every frame (the recorder's hook). Returns whether the task succeeded."""
     obs = env.reset(seed, task)  # type: ignore[arg-type]
-    expert.reset()
+    expert.reset(np.random.default_rng([seed, 7]))  # the expert's own draws, apart from the scene's
     while not env.done:
         action = expert.act()
         if on_step is not None:
             on_step(obs, action)  # type: ignore[operator]
-        obs = env.step(action)
+        obs = env.step(expert.executed(action))
         if env.success() and (env.task.kind == "pick" or expert.phase == "retreat"):
             # Keep a short tail so the demonstration ends in the settled, successful state.
             for _ in range(int(0.3 / env.dt)):
