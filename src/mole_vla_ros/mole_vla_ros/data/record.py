@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes < 1:
         print("mole-vla record: --episodes must be >= 1", file=sys.stderr)
         return 2
+    env = None
     try:
         config = SimConfig(
             arm=args.arm,
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         env = SimEnv(config)
         expert = ScriptedExpert(env, retry_share=args.retry_share, action_noise=args.action_noise)
     except ValueError as exc:
+        if env is not None:  # a bad expert option: the renderer is already up
+            env.close()
         print(f"mole-vla record: {exc}", file=sys.stderr)
         return 2
     max_attempts = args.max_attempts or 3 * args.episodes

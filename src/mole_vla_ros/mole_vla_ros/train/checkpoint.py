@@ -37,8 +37,7 @@ def save_checkpoint(
     name = f"step_{step:06d}"
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    write_policy_folder(tmp, policy, meta)
-    write_training_state(tmp, training_state)
+    write_training_checkpoint(tmp, policy, training_state, meta)
     final = root / name
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -58,7 +57,11 @@ def write_policy_folder(folder: Path, policy: MoLePolicy, meta: dict[str, Any]) 
             (folder / f"{key}.json").write_text(json.dumps(meta[key], indent=2, sort_keys=True) + "\n")
 
 
-def write_training_state(folder: Path, training_state: dict[str, Any]) -> None:
+def write_training_checkpoint(
+    folder: Path, policy: MoLePolicy, training_state: dict[str, Any], meta: dict[str, Any]
+) -> None:
+    """A policy folder a run can also continue from (--resume, --fork): write_policy_folder plus the training state."""
+    write_policy_folder(folder, policy, meta)
     torch.save(training_state, folder / STATE_FILE)
 
 

@@ -351,8 +351,7 @@ class Trainer:
             if self.rt.is_main and parts["stage"] == "full" and cfg.stage_at(self.step) == "router":
                 # The full-depth model at the stage change: the teacher, and the start of router-stage ablations
                 # (a policy folder for --checkpoint, with the training state, its last curve row included, for --fork).
-                ckpt.write_policy_folder(self.out / "stage_full", self.policy, self.meta())
-                ckpt.write_training_state(self.out / "stage_full", self.training_state())
+                ckpt.write_training_checkpoint(self.out / "stage_full", self.policy, self.training_state(), self.meta())
             if self.step % cfg.save_every == 0 and self.step < cfg.steps:
                 self.save()
                 window_start, window_steps = time.perf_counter(), 0  # keep save time out of samples/s

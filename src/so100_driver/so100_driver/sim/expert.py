@@ -59,8 +59,6 @@ class ScriptedExpert:
         self.speed = speed
         self.retry_share = retry_share
         self.action_noise = action_noise
-        self.retrying = False
-        self._noise = np.zeros(6)
         self.model = env.model
         self._scratch = mujoco.MjData(self.model)
         self._arm = env._dadr[:5]
