@@ -241,6 +241,19 @@ def test_record_cli_writes_expert_demonstrations(tmp_path):
     assert np.abs(ds.state[-1] - ds.state[0]).max() > 0.3
 
 
+def test_record_cli_hides_deliberate_misses_on_request(tmp_path):
+    """--retry-share 1 --hide-misses: every episode opens on the empty jaws lifting after the miss (jaws shut, arm
+    low), not on the arm's start pose aiming beside the cube."""
+    out = tmp_path / "hidden"
+    base = ["--episodes", "1", "--out", str(out), "--cameras", "scene", "--size", "32", "32", "--vcodec", "libx264"]
+    assert record.main([*base, "--retry-share", "1", "--hide-misses", "--no-progress"]) == 0
+    ds = LeRobotDatasetReader(out, chunk_size=4)
+    closed = SO100_JOINTS[5].lower
+    assert ds.action[0][5] == pytest.approx(closed) and ds.action[-1][5] == pytest.approx(closed)
+    assert ds.state[0][5] < closed + 0.35  # recorded from inside the miss: the jaws are already (nearly) shut
+    assert np.any(ds.action[:, 5] > closed + 0.5)  # ...and they re-open before the real grasp
+
+
 def test_record_cli_rejects_bad_arguments(tmp_path):
     assert record.main(["--episodes", "0", "--out", str(tmp_path / "x")]) == 2
     assert record.main(["--episodes", "1", "--out", str(tmp_path / "y"), "--cameras", "nope"]) == 2

@@ -140,6 +140,32 @@ def test_a_recovery_demonstration_misses_lifts_reopens_and_then_picks(expert_env
     assert cube_z["lift_miss"] < 0.03 < cube_z["hold"]
 
 
+def test_a_hidden_miss_is_executed_but_not_recorded(expert_env):
+    """show_misses=False: the arm still misses first (the cube stays down until the second grasp), but the frames
+    aiming, descending and closing beside the cube are not demonstrations; the recording opens on the empty jaws
+    lifting, so nothing recorded teaches the policy to aim beside the cube."""
+    env, _ = expert_env
+    expert = ScriptedExpert(env, retry_share=1.0, show_misses=False)
+    executed, recorded = [], []  # the phase each action was computed in; (phase, jaw target) per recorded frame
+    original = expert.act
+
+    def act():
+        executed.append(expert.phase)
+        return original()
+
+    expert.act = act
+    assert run_episode(
+        env, expert, 0, task=Task("pick", "red"), on_step=lambda _o, a: recorded.append((executed[-1], a[5]))
+    )
+    assert expert.retrying
+    staged = ("above_miss", "descend_miss", "close_miss")
+    assert list(dict.fromkeys(executed))[:3] == list(staged)
+    phases = [phase for phase, _ in recorded]
+    assert not set(staged) & set(phases) and phases[0] == "lift_miss", list(dict.fromkeys(phases))
+    assert len(recorded) == len(executed) - sum(p in staged for p in executed)
+    assert recorded[0][1] == pytest.approx(env.lower[5])  # the jaws are shut when the recording starts
+
+
 def test_action_noise_perturbs_the_executed_targets_not_the_recorded_ones(expert_env):
     """DART: the arm runs the expert's target plus a slow offset; the recorded action is the expert's own, so a
     policy cloned from it learns to steer back. The jaws are never perturbed; targets stay inside the limits."""

@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(recovery demonstrations)",
     )
     parser.add_argument(
+        "--hide-misses",
+        action="store_true",
+        help="with --retry-share: do not record the deliberate miss (aim, descend, close beside the cube); the "
+        "episode starts as the empty jaws lift, so a policy learns to recover from a miss, not to miss",
+    )
+    parser.add_argument(
         "--action-noise",
         type=float,
         default=0.0,
@@ -68,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             task_kinds=kinds,
         )
         env = SimEnv(config)
-        expert = ScriptedExpert(env, retry_share=args.retry_share, action_noise=args.action_noise)
+        expert = ScriptedExpert(
+            env, retry_share=args.retry_share, action_noise=args.action_noise, show_misses=not args.hide_misses
+        )
     except ValueError as exc:
         if env is not None:  # a bad expert option: the renderer is already up
             env.close()

@@ -34,6 +34,7 @@ class _Phase:
     cube: str  # which cube the goal is relative to
     gripper: float  # rad
     min_time: float = 0.0  # s to stay in the phase even once reached (jaws closing, releasing)
+    staged: bool = False  # part of a deliberate miss: not a demonstration unless the expert shows its misses
 
 
 class ScriptedExpert:
@@ -44,10 +45,18 @@ class ScriptedExpert:
     a grasp aimed MISS_DISTANCE beside the cube, then lift, re-open and grasp again (a cloned policy that misses has
     seen what to do next); `action_noise` (rad) is the std of a slow random offset that `run_episode` adds to the
     executed arm targets while the recorded action stays the expert's own, which steers back (DART, Laskey 2017).
-    `reset(rng)` draws them per episode."""
+    `reset(rng)` draws them per episode. With `show_misses=False` the frames that aim, descend and close beside the
+    cube are not demonstrations (`demonstrating` is false): the recording starts with the empty jaws lifting, so a
+    cloned policy learns to recover from a miss without learning to miss (the first frame of a shown retry episode
+    does not say that this episode misses, so a flow-matching policy reproduces the misses at `retry_share`)."""
 
     def __init__(
-        self, env: SimEnv, speed: float = CARROT_SPEED, retry_share: float = 0.0, action_noise: float = 0.0
+        self,
+        env: SimEnv,
+        speed: float = CARROT_SPEED,
+        retry_share: float = 0.0,
+        action_noise: float = 0.0,
+        show_misses: bool = True,
     ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"expert speed must be > 0 m/s, got {speed}")
@@ -59,6 +68,7 @@ class ScriptedExpert:
         self.speed = speed
         self.retry_share = retry_share
         self.action_noise = action_noise
+        self.show_misses = show_misses
         self.model = env.model
         self._scratch = mujoco.MjData(self.model)
         self._arm = env._dadr[:5]
@@ -78,9 +88,9 @@ class ScriptedExpert:
             bearing, distance = rng.uniform(-math.pi, math.pi), rng.uniform(*MISS_DISTANCE)
             dx, dy = distance * math.cos(bearing), distance * math.sin(bearing)
             phases += [
-                _Phase("above_miss", (dx, dy, 0.07), task.cube, GRIPPER_OPEN),
-                _Phase("descend_miss", (dx, dy, 0.002), task.cube, GRIPPER_OPEN),
-                _Phase("close_miss", (dx, dy, 0.002), task.cube, gripper_closed, min_time=0.6),
+                _Phase("above_miss", (dx, dy, 0.07), task.cube, GRIPPER_OPEN, staged=True),
+                _Phase("descend_miss", (dx, dy, 0.002), task.cube, GRIPPER_OPEN, staged=True),
+                _Phase("close_miss", (dx, dy, 0.002), task.cube, gripper_closed, min_time=0.6, staged=True),
                 _Phase("lift_miss", (dx, dy, 0.07), task.cube, gripper_closed),
                 _Phase("reopen", (dx, dy, 0.07), task.cube, GRIPPER_OPEN, min_time=0.4),
             ]
@@ -111,6 +121,11 @@ class ScriptedExpert:
     @property
     def phase(self) -> str:
         return self.phases[self.index].name
+
+    @property
+    def demonstrating(self) -> bool:
+        """Whether the current frame is a demonstration to record (false inside a hidden deliberate miss)."""
+        return self.show_misses or not self.phases[self.index].staged
 
     def _goal(self, phase: _Phase) -> np.ndarray:
         # Goals are frozen when a phase is entered, so a cube nudged by the jaws does not drag the target along.
@@ -199,12 +214,15 @@ class ScriptedExpert:
 
 def run_episode(env: SimEnv, expert: ScriptedExpert, seed: int, task: object = None, on_step: object = None) -> bool:
     """One seeded episode driven by the expert until success or the time limit. `on_step(obs, action)` sees
-    every frame (the recorder's hook). Returns whether the task succeeded."""
+    every demonstration frame (the recorder's hook; see `ScriptedExpert.demonstrating`). Returns whether the task
+    succeeded."""
     obs = env.reset(seed, task)  # type: ignore[arg-type]
     expert.reset(np.random.default_rng([seed, 7]))  # the expert's own draws, apart from the scene's
     while not env.done:
+        # The phase an action belongs to is the one act() starts in (it may advance the phase on its way out).
+        demonstrating = expert.demonstrating
         action = expert.act()
-        if on_step is not None:
+        if on_step is not None and demonstrating:
             on_step(obs, action)  # type: ignore[operator]
         obs = env.step(expert.executed(action))
         if env.success() and (env.task.kind == "pick" or expert.phase == "retreat"):
