@@ -313,3 +313,11 @@ def test_the_default_checkpoint_recipe_commands_parse(tmp_path):
     same = {k: v for k, v in vars(shipped).items() if k not in differ}
     assert same == {k: v for k, v in vars(ablation).items() if k not in differ}
     assert differ == {"out", "cogkd", "fork"}
+    # Recovery demonstrations for training; the held-out reference stays the plain expert, at the evaluation seeds.
+    from mole_vla_ros.data import record
+
+    demos = record.build_parser().parse_args(recipe.record_command(tmp_path, 300))
+    heldout = record.build_parser().parse_args(recipe.heldout_command(tmp_path))
+    assert demos.retry_share > 0 and demos.action_noise > 0 and demos.episodes == 300 and demos.seed == 1000
+    assert heldout.retry_share == 0 and heldout.action_noise == 0 and heldout.seed == recipe.EVAL_SEED
+    assert (demos.cameras, demos.size) == (heldout.cameras, heldout.size)

@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mole_vla_ros.train import checkpoint as ckpt
 from mole_vla_ros.train.data import FrameDataset, batch_indices
 from mole_vla_ros.train.runtime import Runtime, resolve_runtime
-from mole_vla_ros.train.train import TrainConfig, Trainer, stage_config
+from mole_vla_ros.train.train import TrainConfig, Trainer
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LAUNCH_OPTIONS = ("grad_accum", "precision")
@@ -217,12 +217,7 @@ class DistributedTrainer(Trainer):
 
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
-        stage = cfg.stage_at(self.step)
-        self.policy.config, budget = stage_config(self.base_config, cfg, stage, self.step)
-        self.policy.train()
-        lr = cfg.lr_at(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
+        stage, budget, lr = self.begin_step()
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         for shard, batch in self._micro_batches():

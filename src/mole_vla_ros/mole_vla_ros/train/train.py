@@ -295,16 +295,21 @@ class Trainer:
             batch = swap_colours(batch, self.cfg.colour_swap, torch.Generator().manual_seed(seed))
         return to_device(batch, self.rt.device)
 
-    def train_step(self) -> dict[str, float]:
-        cfg = self.cfg
-        stage = cfg.stage_at(self.step)
-        self.policy.config, budget = stage_config(self.base_config, cfg, stage, self.step)
+    def begin_step(self) -> tuple[str, float, float]:
+        """Set this step's stage config, train mode and learning rates; returns (stage, budget, lr)."""
+        stage = self.cfg.stage_at(self.step)
+        self.policy.config, budget = stage_config(self.base_config, self.cfg, stage, self.step)
         self.policy.train()
-        idx = batch_indices(len(self.data), cfg.batch_size, self.step, cfg.seed, self.rt.rank, self.rt.world_size)
-        batch = self.load_batch(idx)
-        lr = cfg.lr_at(self.step)
+        lr = self.cfg.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
+        return stage, budget, lr
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        stage, budget, lr = self.begin_step()
+        idx = batch_indices(len(self.data), cfg.batch_size, self.step, cfg.seed, self.rt.rank, self.rt.world_size)
+        batch = self.load_batch(idx)
         loss, parts = self.policy(batch, budget=budget)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.step}: {parts}")
