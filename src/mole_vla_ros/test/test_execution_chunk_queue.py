@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mole_vla_ros.execution.chunk_queue import BlendMode, ChunkQueue, ExecutionMode, QueueConfig, rate_limited
+from mole_vla_ros.execution.chunk_queue import (
+    BlendMode,
+    ChunkQueue,
+    ExecutionMode,
+    QueueConfig,
+    clamp_near_limits,
+    rate_limited,
+)
 from so100_driver.joints import joints_for
 
 FPS = 10.0
@@ -308,6 +315,29 @@ def test_small_overshoot_is_clamped_onto_the_limit_and_a_wild_one_rejects_the_ch
     wild[1, 1] = upper + 0.3
     result = q.push(2.0, _offsets(3), wild, now=2.0)
     assert not result.accepted and "shoulder_lift" in result.reason and "step 1" in result.reason
+
+
+def test_the_policy_side_clamp_fixes_overshoots_near_a_limit_and_leaves_wild_ones_to_be_rejected():
+    """clamp_near_limits (the policy node and the evaluation): a flow-matching overshoot past a limit the demonstrations
+    rest on (jaws shut, 0.5 rad past their stop) is put on the limit; an action farther out than the margin is left
+    as it is, so the executor still rejects a broken model's chunk by joint and step."""
+    joints = joints_for("so100")
+    chunk = _chunk(4)
+    chunk[:, 5] = joints[5].lower - 0.5
+    chunk[2, 2] = joints[2].upper + 0.2
+    clamped, worst = clamp_near_limits(chunk, joints, margin=1.0)
+    assert worst == pytest.approx(0.5)
+    assert np.all(clamped[:, 5] == joints[5].lower) and clamped[2, 2] == joints[2].upper
+    untouched = np.ones(len(joints), bool)
+    untouched[[2, 5]] = False
+    assert np.array_equal(clamped[:, untouched], chunk[:, untouched])  # in-limit actions are not changed
+    assert ChunkQueue(QueueConfig(limit_tolerance=0.1)).push(1.0, _offsets(4), clamped, now=1.0).accepted
+    wild = _chunk(4)
+    wild[1, 0] = joints[0].upper + 1.5
+    kept, worst = clamp_near_limits(wild, joints, margin=1.0)
+    assert worst == pytest.approx(1.5) and np.array_equal(kept, wild)
+    result = ChunkQueue(QueueConfig(limit_tolerance=0.1)).push(1.0, _offsets(4), kept, now=1.0)
+    assert not result.accepted and "shoulder_pan" in result.reason and "step 1" in result.reason
 
 
 @settings(max_examples=60, deadline=None)

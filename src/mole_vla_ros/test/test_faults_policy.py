@@ -33,6 +33,7 @@ from sensor_msgs.msg import Image, JointState
 from mole_msgs.action import ExecuteInstruction
 from mole_msgs.msg import ActionChunk
 from mole_vla_ros import conversions, qos
+from mole_vla_ros.execution.chunk_queue import POLICY_CLAMP_MARGIN
 from mole_vla_ros.nodes.policy_node import PolicyNode
 from so100_driver.executors import HandoffMultiThreadedExecutor
 from so100_driver.joints import JOINT_NAMES, SO100_JOINTS
@@ -76,7 +77,10 @@ class ScriptedPolicy:
         if self.corrupt == "inf":
             actions[4, 2] = np.inf
         elif self.corrupt == "out_of_limits":
-            actions[:, 0] = UPPER[0] + 0.8  # far beyond the executor's clamp tolerance
+            # Past the policy node's clamp margin (a broken model, not an overshoot) and the executor's tolerance.
+            actions[:, 0] = UPPER[0] + POLICY_CLAMP_MARGIN + 0.5
+        elif self.corrupt == "overshoot":  # a trained policy squeezing the jaws past their stop
+            actions[:, 5] = LOWER[5] - 0.6
         mask = torch.tensor([[True, False, True, False]])
         return SimpleNamespace(
             actions=torch.as_tensor(actions, dtype=torch.float32)[None],
@@ -242,6 +246,21 @@ def test_out_of_limit_chunks_are_rejected_the_arm_holds_and_recovers(rig):
     policy.corrupt = None  # the model recovers: the next good chunk is executed again
     recovered = time.monotonic()
     wait_until(lambda: arm.moved(recovered, 0.02), 20.0, message="motion after recovery")
+    assert_safe_stream(arm.command_array())
+
+
+def test_an_overshoot_near_a_limit_is_clamped_by_the_policy_node_and_executed(rig):
+    """A flow-matching overshoot (jaws 0.6 rad past their stop) is clamped onto the limit before it is published:
+    the executor accepts every chunk and the arm moves, inside its limits (it would hold on rejected chunks)."""
+    arm, policy = rig.arm, rig.policy
+    policy.corrupt = "overshoot"
+    arm.send_goal()
+    wait_until(lambda: len(arm.chunks) >= 3 and arm.moved(0.0, 0.02), 20.0, message=f"motion\n{rig.executor.tail()}")
+    for chunk in list(arm.chunks):
+        positions = conversions.parse_action_chunk(chunk).positions
+        assert np.all(positions >= LOWER) and np.all(positions <= UPPER), positions
+        assert np.all(positions[:, 5] == LOWER[5])
+    assert not [d for d in arm.diagnostics if d[3] == 2], "the executor reported an error"
     assert_safe_stream(arm.command_array())
 
 

@@ -318,6 +318,7 @@ def test_the_default_checkpoint_recipe_commands_parse(tmp_path):
 
     demos = record.build_parser().parse_args(recipe.record_command(tmp_path, 300))
     heldout = record.build_parser().parse_args(recipe.heldout_command(tmp_path))
-    assert demos.retry_share > 0 and demos.action_noise > 0 and demos.episodes == 300 and demos.seed == 1000
+    assert demos.retry_share > 0 and demos.action_noise > 0 and demos.hide_misses
+    assert demos.episodes == 300 and demos.seed == 1000
     assert heldout.retry_share == 0 and heldout.action_noise == 0 and heldout.seed == recipe.EVAL_SEED
     assert (demos.cameras, demos.size) == (heldout.cameras, heldout.size)

@@ -36,6 +36,7 @@ from mole_msgs.msg import ActionChunk, RouterState
 from mole_msgs.srv import SetLayerBudget
 from mole_vla_ros import conversions, qos
 from mole_vla_ros.checkpoint_info import read_checkpoint_info
+from mole_vla_ros.execution.chunk_queue import POLICY_CLAMP_MARGIN, clamp_near_limits
 from mole_vla_ros.execution.observation import ObservationBuffer, StaleObservationError, validate_instruction
 from mole_vla_ros.moveit_adapter import (
     MoveItNamedStateMover,
@@ -44,6 +45,7 @@ from mole_vla_ros.moveit_adapter import (
     named_states,
 )
 from so100_driver import params as _params
+from so100_driver.joints import joints_for
 from so100_driver.node_runner import run
 
 
@@ -57,6 +59,7 @@ class PolicyParams:
     image_topics: tuple[str, ...]
     max_observation_age: float
     time_limit: float
+    limit_clamp_margin: float = POLICY_CLAMP_MARGIN
 
 
 @dataclass
@@ -164,6 +167,18 @@ class PolicyNode(Node):
                 ),
                 ("max_observation_age", 0.5, _params.floating("Older inputs are not used, s.", 0.01, 60.0)),
                 ("time_limit", 60.0, _params.floating("Default task time limit, s.", 0.1, 86400.0)),
+                (
+                    "limit_clamp_margin",
+                    POLICY_CLAMP_MARGIN,
+                    _params.floating(
+                        "Predicted actions at most this far past a joint limit are clamped onto it (a policy "
+                        "overshoots limits its demonstrations rest on); farther ones are published for the chunk "
+                        "executor to reject as a broken model, rad.",
+                        0.0,
+                        math.pi,
+                        read_only=True,
+                    ),
+                ),
                 (
                     "start_state",
                     "",
@@ -288,6 +303,7 @@ class PolicyNode(Node):
             image_topics=topics,
             max_observation_age=self.get_parameter("max_observation_age").value,
             time_limit=self.get_parameter("time_limit").value,
+            limit_clamp_margin=self.get_parameter("limit_clamp_margin").value,
         )
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
@@ -605,6 +621,8 @@ class PolicyNode(Node):
         if not np.all(np.isfinite(actions)):
             self._fail(task, "policy produced non-finite (NaN/inf) actions")
             return
+        if actions.shape[-1] == len(joints_for(self._arm)):  # a wrong width is the executor's to reject, by name
+            actions, _ = clamp_near_limits(actions, joints_for(self._arm), self.params.limit_clamp_margin)
         with self._lock:
             if self._task is not task or task.outcome is not None:
                 return  # pre-empted while inferring: this chunk belongs to nobody

@@ -1,6 +1,6 @@
 """Rebuild the shipped default checkpoint in one command: record, train, evaluate, write the card.
 
-    python -m mole_vla_ros.train.default_checkpoint            # ~1.5 h on 2 CPU cores, see the card for timings
+    python -m mole_vla_ros.train.default_checkpoint            # ~45 min on 2 CPU cores, see the card for timings
     python -m mole_vla_ros.train.default_checkpoint --eval-episodes 10 --steps 500   # quicker, weaker
 
 1. `mole-vla record`: scripted-expert pick demonstrations (scene + wrist cameras, 96x96, 30 Hz) -> <work>/data,
@@ -34,9 +34,10 @@ from mole_vla_ros.train import train as train_cli
 SHIP_DIR = Path(__file__).resolve().parents[2] / "checkpoints" / "default"  # the source tree, not share/
 RECORD_ARGS = ["--tasks", "pick", "--cameras", "scene,wrist", "--size", "96", "96", "--vcodec", "libx264"]
 # Training demonstrations only (the held-out ones stay the plain expert's): 30% of the episodes recover from a missed
-# grasp and every executed target drifts (DART), so a cloned policy has seen how to get back on track. A policy
-# trained on clean demonstrations never retried a missed grasp (full-stage model: 7/50 picks; with these: 14/50).
-DEMO_ARGS = ["--retry-share", "0.3", "--action-noise", "0.03"]
+# grasp and every executed target drifts (DART), so a cloned policy has seen how to get back on track (trained on
+# clean demonstrations it never retried a missed grasp). The deliberate misses themselves are not recorded
+# (--hide-misses): shown, a flow-matching policy reproduces them, since an episode's first frame does not say it misses.
+DEMO_ARGS = ["--retry-share", "0.3", "--action-noise", "0.03", "--hide-misses"]
 # 8 kept layers so that skipping half of them leaves the router a real choice (4 of 8, 70 sets, instead of 2 of 4).
 MODEL_ARGS = [
     "--preset",
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--work", default="runs/default_checkpoint", help="folder for the dataset and the training run")
     p.add_argument("--episodes", type=int, default=300, help="demonstrations to record")
-    p.add_argument("--steps", type=int, default=16000)
+    p.add_argument("--steps", type=int, default=8000, help="optimizer steps of the shipped run (80%% full stage)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument(

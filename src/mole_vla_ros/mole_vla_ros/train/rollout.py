@@ -1,10 +1,12 @@
 """Closed-loop episodes in the MuJoCo sim through the code the ROS nodes run, without DDS.
 
 Per control tick (sim time): when the ChunkQueue asks for a chunk, the policy predicts one from the current
-observation (`predict_action_chunk`, the policy node's call), the chunk is clamped to the joint limits and pushed
-with the observation's stamp and offsets (i+1)/fps (the ActionChunk convention), and the tick's target is popped
-from the queue, exactly as the chunk executor node does. Inference takes no sim time here (the sim waits for the
-model), so the measured wall-clock latency is reported beside success rather than folded into it.
+observation (`predict_action_chunk`, the policy node's call), overshoots of the joint limits are clamped as the
+policy node clamps them (`clamp_near_limits`), the chunk is pushed with the observation's stamp and offsets
+(i+1)/fps (the ActionChunk convention), and the tick's target is popped from the queue, exactly as the chunk
+executor node does; a chunk the queue refuses is counted and the arm keeps to what it had, as on the real path.
+Inference takes no sim time here (the sim waits for the model), so the measured wall-clock latency is reported
+beside success rather than folded into it.
 
 Layer modes (what runs in the VLM, always k = budget x L layers except `full`):
 - mole:   the trained STAR router picks k layers per chunk;
@@ -24,9 +26,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mole_vla_ros.execution.chunk_queue import ChunkQueue, QueueConfig
+from mole_vla_ros.execution.chunk_queue import POLICY_CLAMP_MARGIN, ChunkQueue, QueueConfig, clamp_near_limits
 from mole_vla_ros.policy import MoLePolicy
 from mole_vla_ros.policy.flops import chunk_flops
+from so100_driver.joints import joints_for
 
 MODES = ("mole", "full", "static", "random")
 
@@ -79,6 +82,7 @@ class EpisodeResult:
     success: bool
     task_time: float | None  # sim seconds to success (None on failure)
     chunks: int
+    rejected_chunks: int = 0  # refused by the chunk queue (the arm kept its previous plan)
     active_layers: list[int] = field(default_factory=list)  # per chunk
     latency_s: list[float] = field(default_factory=list)  # per chunk, wall clock
     flops_fraction: float = 1.0
@@ -92,6 +96,7 @@ def run_episode(
     selection: LayerSelection,
     task: object = None,
     queue_config: QueueConfig | None = None,
+    clamp_margin: float = POLICY_CLAMP_MARGIN,
 ) -> EpisodeResult:
     """One seeded episode until success or the env's time limit. `env` is a so100_driver SimEnv."""
     device = next(policy.parameters()).device
@@ -100,6 +105,7 @@ def run_episode(
     policy.reset()
     torch.manual_seed(seed)  # the denoising noise too, so an episode is reproducible from its seed
     queue = ChunkQueue(queue_config or QueueConfig(arm=getattr(env.config, "arm", "so100")))  # type: ignore[attr-defined]
+    joints = joints_for(queue.config.arm)
     queue.seed_hold(np.asarray(obs["state"]))
     dt = env.dt  # type: ignore[attr-defined]
     offsets = (np.arange(policy.config.chunk_size) + 1) * dt
@@ -110,10 +116,8 @@ def run_episode(
             pred = policy.predict_action_chunk(
                 observation_batch(obs, cameras, instruction, device), **selection.kwargs(1)
             )
-            positions = np.clip(pred.actions[0].double().cpu().numpy(), env.lower, env.upper)  # type: ignore[attr-defined]
-            pushed = queue.push(now, offsets, positions, now=now)
-            if not pushed.accepted:
-                raise RuntimeError(f"the chunk queue refused a clamped chunk: {pushed.reason}")
+            positions, _ = clamp_near_limits(pred.actions[0].double().cpu().numpy(), joints, clamp_margin)
+            result.rejected_chunks += not queue.push(now, offsets, positions, now=now).accepted
             result.chunks += 1
             result.active_layers.append(int(pred.active_mask[0].sum()))
             result.latency_s.append(pred.timings["total"])
@@ -160,6 +164,7 @@ def summarise(
         "ci_high": high,
         "mean_task_time_s": float(np.mean(times)) if times else None,
         "mean_active_layers": float(np.mean(active)) if active else None,
+        "rejected_chunks": sum(e.rejected_chunks for e in episodes),
         "num_layers": policy.num_layers,
         "latency_ms_mean": float(latency.mean()) if latency.size else None,
         "latency_ms_p95": float(np.percentile(latency, 95)) if latency.size else None,
