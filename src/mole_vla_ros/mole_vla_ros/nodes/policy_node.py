@@ -235,6 +235,7 @@ class PolicyNode(Node):
         self.buffer = ObservationBuffer(self.params.image_topics)
         self._joint_state: tuple[np.ndarray, float] | None = None  # latest positions, monotonic receipt time
         self._arm = self.get_parameter("arm_model").value
+        self._joints = joints_for(self._arm)  # read-only: the limits every chunk is clamped to
         self._start_state = self._checked_start_state(self.get_parameter("start_state").value)
         self._start_tolerance = float(self.get_parameter("start_state_tolerance").value)
         self._mover = None
@@ -621,8 +622,8 @@ class PolicyNode(Node):
         if not np.all(np.isfinite(actions)):
             self._fail(task, "policy produced non-finite (NaN/inf) actions")
             return
-        if actions.shape[-1] == len(joints_for(self._arm)):  # a wrong width is the executor's to reject, by name
-            actions, _ = clamp_near_limits(actions, joints_for(self._arm), self.params.limit_clamp_margin)
+        if actions.shape[-1] == len(self._joints):  # a wrong width is the executor's to reject, by name
+            actions, _ = clamp_near_limits(actions, self._joints, self.params.limit_clamp_margin)
         with self._lock:
             if self._task is not task or task.outcome is not None:
                 return  # pre-empted while inferring: this chunk belongs to nobody
