@@ -623,7 +623,12 @@ class PolicyNode(Node):
             self._fail(task, "policy produced non-finite (NaN/inf) actions")
             return
         if actions.shape[-1] == len(self._joints):  # a wrong width is the executor's to reject, by name
-            actions, _ = clamp_near_limits(actions, self._joints, self.params.limit_clamp_margin)
+            actions, overshoot = clamp_near_limits(actions, self._joints, self.params.limit_clamp_margin)
+            if 0.0 < overshoot <= self.params.limit_clamp_margin:  # farther ones are the executor's to report
+                self.get_logger().info(
+                    f"clamped a chunk onto the joint limits (overshoot up to {overshoot:.3f} rad)",
+                    throttle_duration_sec=10.0,
+                )
         with self._lock:
             if self._task is not task or task.outcome is not None:
                 return  # pre-empted while inferring: this chunk belongs to nobody

@@ -1,6 +1,6 @@
 """Rebuild the shipped default checkpoint in one command: record, train, evaluate, write the card.
 
-    python -m mole_vla_ros.train.default_checkpoint            # ~45 min on 2 CPU cores, see the card for timings
+    python -m mole_vla_ros.train.default_checkpoint            # ~55 min on 2 CPU cores, see the card for timings
     python -m mole_vla_ros.train.default_checkpoint --eval-episodes 10 --steps 500   # quicker, weaker
 
 1. `mole-vla record`: scripted-expert pick demonstrations (scene + wrist cameras, 96x96, 30 Hz) -> <work>/data,
@@ -56,6 +56,12 @@ MODEL_ARGS = [
     "future_horizon=45",
     "--set",
     "text_film=true",
+    # A skipped VLM layer hands the action expert its K/V projection of the passed-on hidden state and the expert
+    # keeps all 8 layers (skip.py "project"). With "skip_expert" (the large models' default, where the expert's
+    # denoising loop is most of the CPU time) this tiny expert ran 4 of its 8 layers at budget 0.5 and MoLe 50% fell
+    # to 5/50 picks vs 14/50 at full depth; forked from the same full-stage model with "project": 11/50 vs 12/50.
+    "--set",
+    "skip_mode=project",
 ]
 LR, WARMUP, FULL_FRACTION = 5e-4, 100, 0.8
 # A light balance term and a 10x router learning rate: at balance 0.01 and the shared rate the router's scores
@@ -65,7 +71,8 @@ ROUTER_ARGS = ["--budget", "0.5", "--balance-weight", "0.002", "--router-lr-scal
 # held-out error 0.0766 vs 0.0064 before the router stage); mixed, it kept working (8/50, 0.0067).
 MIXED_ARGS = ["--mixed-budgets", "0.25,1.0"]
 # No --colour-swap (train/augment.py): with half the samples swapped, the full-stage model read the colour word less,
-# not more (swapping it moved the chunk by 0.0001 rad² vs 0.0007 without; 1/20 picks vs 3/20 at full depth).
+# not more (swapping it moved the chunk by 0.0001 rad² vs 0.0007 without; 1/20 picks vs 3/20 at full depth); on the 600
+# recovery demonstrations the full-stage model picked 12/50 with it, 17/50 without (another cube lifted: 8 vs 9 of 30).
 COMMON_ARGS = ["--save-every", "250", "--log-every", "25", "--seed", "0"]
 SHIPPED_RUN, NOKD_RUN = "run", "run_nokd"
 EVAL_SEED = 100_000  # far from the recording seeds (1000...), so evaluation scenes were never demonstrated
@@ -155,7 +162,8 @@ A small policy so the simulated SO-100 runs with no download: `mole-vla eval` an
 It is *not* a pretrained SmolVLM2: every weight was trained from scratch on the data below, on a CPU.
 
 - Model: preset `tiny` with chunk_size={config["chunk_size"]}, {config["num_kept_layers"]} kept decoder layers (the
-  STAR router keeps {train["budget"]:.0%} of them), {config["num_steps"]} denoising steps; {size_mb:.1f} MB of weights.
+  STAR router keeps {train["budget"]:.0%} of them; skip mode `{config["skip_mode"]}`, see skip.py),
+  {config["num_steps"]} denoising steps; {size_mb:.1f} MB of weights.
 - Data: {dataset["episodes"]} scripted-expert episodes ({dataset["frames"]} frames, {dataset["fps"]:.0f} Hz), cameras
   {", ".join(dataset["cameras"])} at {dataset["image_hw"][0]}x{dataset["image_hw"][1]}, tasks:
   {"; ".join(dataset["tasks"])}.
@@ -201,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m mole_vla_ros.train.default_checkpoint", description=__doc__.split("\n")[0]
     )
     p.add_argument("--work", default="runs/default_checkpoint", help="folder for the dataset and the training run")
-    p.add_argument("--episodes", type=int, default=300, help="demonstrations to record")
+    p.add_argument("--episodes", type=int, default=600, help="demonstrations to record")
     p.add_argument("--steps", type=int, default=8000, help="optimizer steps of the shipped run (80%% full stage)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-episodes", type=int, default=50)
