@@ -6,7 +6,8 @@
 1. `mole-vla record`: scripted-expert pick demonstrations (scene + wrist cameras, 96x96, 30 Hz) -> <work>/data,
    and expert demonstrations at the evaluation seeds -> <work>/heldout (open-loop action error only)
 2. `mole-vla train`, the shipped model: the tiny preset with 8 kept layers (chunk 16), the future-state auxiliary
-   and the instruction FiLM of the visual tokens (config w_future, text_film); the full stage for 80% of the steps,
+   and the instruction FiLM of the visual tokens (config w_future, text_film), the expert at full depth at every
+   budget (skip_mode project); the full stage for 80% of the steps,
    then the router stage with CogKD, each step at budget 0.5, 0.25 or 1.0 (--mixed-budgets) -> <work>/run (its
    full-stage model and training state: <work>/run/stage_full). The no-CogKD ablation forks that run at the stage
    change and trains its router stage without distillation -> <work>/run_nokd.
