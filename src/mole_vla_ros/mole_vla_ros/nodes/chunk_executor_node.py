@@ -336,8 +336,10 @@ class ChunkExecutorNode(Node):
     def _reject(self, chunk_id: int, instruction: str, reason: str) -> None:
         """Log, count and announce a refused chunk: the policy node puts the reason in its goal's feedback."""
         self.stats["rejected"] += 1
-        self.last_reject = f"chunk {chunk_id} rejected, holding: {reason}"
-        self.get_logger().error(self.last_reject)
+        report = f"chunk {chunk_id} rejected, holding: {reason}"
+        # Logged before the diagnostics timer (another thread) can see it: whoever reads the diagnostics finds the log.
+        self.get_logger().error(report)
+        self.last_reject = report
         self._rejected_pub.publish(String(data=rejection_message(chunk_id, instruction, reason)))
 
     def _on_tick(self) -> None:
