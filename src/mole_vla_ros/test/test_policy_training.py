@@ -29,6 +29,18 @@ def test_gradients_reach_the_router(skip_mode):
     assert parts["active_fraction"] == 0.5
 
 
+def test_full_budget_gives_the_router_no_gradient():
+    """Every layer runs at budget 1.0: a router gradient there would only saturate its scores (one fixed set)."""
+    policy = tiny_policy().train()
+    batch = make_batch(policy, batch=2)
+    policy(batch, budget=1.0)[0].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in policy.router.parameters())
+    assert policy.expert.parameters().__next__().grad is not None
+    policy.zero_grad()
+    policy(batch, budget=0.5)[0].backward()
+    assert policy.router.spatial[0].weight.grad.abs().sum() > 0
+
+
 def test_straight_through_value_is_exactly_hard():
     probs = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]], requires_grad=True)
     hard = top_k_mask(probs, 2)

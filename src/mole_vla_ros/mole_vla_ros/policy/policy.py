@@ -258,7 +258,11 @@ class MoLePolicy(nn.Module):
         is_pad = batch.get("action_is_pad", torch.zeros(b, cfg.chunk_size, dtype=torch.bool)).to(actions.device)
         probs = self.router(prefix.visual, prefix.text, prefix.text_mask, prefix.state)
         hard = top_k_mask(probs, cfg.num_active(budget))
-        gate = straight_through(probs, hard)
+        # At full budget every layer runs whatever the scores say, so a straight-through gradient there only tells the
+        # router to raise scores that have no effect: in the full stage it saturated the softmax (one-hot scores,
+        # one fixed layer set for every input), and a saturated router stage has no gradient left to route with.
+        every_layer = bool(hard.all())
+        gate = hard.to(probs.dtype) if every_layer else straight_through(probs, hard)
         cog_index = prefix.embeds.shape[1] - 1
         student = run_layers(self.backbone, prefix.embeds, prefix.rope, prefix.mask, gate, cfg.skip_mode, cog_index)
         teacher = None
@@ -292,7 +296,7 @@ class MoLePolicy(nn.Module):
                 )
             else:
                 kd = cogkd.cogkd_loss([student.hidden], [teacher.hidden], weights)
-        balance = load_balance_loss(probs, hard)
+        balance = load_balance_loss(probs.detach() if every_layer else probs, hard)  # constant 1.0 at full budget
         future = self._future_loss(batch, student.hidden[:, cog_index]) if cfg.w_future > 0 else flow.new_zeros(())
         total = cfg.w_flow * flow + cfg.w_kd * kd + cfg.w_balance * balance + cfg.w_future * future
         parts = {
