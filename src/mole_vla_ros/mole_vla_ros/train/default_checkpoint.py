@@ -1,6 +1,6 @@
 """Rebuild the shipped default checkpoint in one command: record, train, evaluate, write the card.
 
-    python -m mole_vla_ros.train.default_checkpoint            # ~55 min on 2 CPU cores, see the card for timings
+    python -m mole_vla_ros.train.default_checkpoint            # ~70 min on 2 CPU cores, see the card for timings
     python -m mole_vla_ros.train.default_checkpoint --eval-episodes 10 --steps 500   # quicker, weaker
 
 1. `mole-vla record`: scripted-expert pick demonstrations (scene + wrist cameras, 96x96, 30 Hz) -> <work>/data,
@@ -210,12 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m mole_vla_ros.train.default_checkpoint", description=__doc__.split("\n")[0]
     )
     p.add_argument("--work", default="runs/default_checkpoint", help="folder for the dataset and the training run")
-    p.add_argument("--episodes", type=int, default=600, help="demonstrations to record")
-    p.add_argument("--steps", type=int, default=8000, help="optimizer steps of the shipped run (80%% full stage)")
+    p.add_argument("--episodes", type=int, default=1200, help="demonstrations to record")
+    p.add_argument("--steps", type=int, default=10000, help="optimizer steps of the shipped run (80%% full stage)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument(
-        "--threads", type=int, default=2, help="torch threads (the shipped run used 2; another count sums differently)"
+        "--threads", type=int, default=1, help="torch threads (the shipped run used 1; another count sums differently)"
     )
     p.add_argument("--jobs", type=int, default=2, help="evaluation processes (rows run in parallel)")
     p.add_argument("--ship-dir", default=str(SHIP_DIR), help="where the checkpoint is copied")
