@@ -257,11 +257,13 @@ class MoLePolicy(nn.Module):
             )
         is_pad = batch.get("action_is_pad", torch.zeros(b, cfg.chunk_size, dtype=torch.bool)).to(actions.device)
         probs = self.router(prefix.visual, prefix.text, prefix.text_mask, prefix.state)
-        hard = top_k_mask(probs, cfg.num_active(budget))
+        k = cfg.num_active(budget)
+        hard = top_k_mask(probs, k)
         # At full budget every layer runs whatever the scores say, so a straight-through gradient there only tells the
         # router to raise scores that have no effect: in the full stage it saturated the softmax (one-hot scores,
         # one fixed layer set for every input), and a saturated router stage has no gradient left to route with.
-        every_layer = bool(hard.all())
+        # Decided from k, not from the mask: reading a device tensor back would sync a GPU on every training step.
+        every_layer = k == probs.shape[-1]
         gate = hard.to(probs.dtype) if every_layer else straight_through(probs, hard)
         cog_index = prefix.embeds.shape[1] - 1
         student = run_layers(self.backbone, prefix.embeds, prefix.rope, prefix.mask, gate, cfg.skip_mode, cog_index)
