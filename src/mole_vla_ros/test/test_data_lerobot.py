@@ -13,6 +13,7 @@ import pytest
 
 from mole_vla_ros.data import record
 from mole_vla_ros.data.lerobot_dataset import (
+    ENV_STATE,
     DatasetError,
     LeRobotDatasetReader,
     LeRobotDatasetWriter,
@@ -239,6 +240,32 @@ def test_record_cli_writes_expert_demonstrations(tmp_path):
     assert sample.images["scene"].shape == (64, 64, 3) and sample.task.startswith("pick up the")
     # The recorded action is what the expert sent: the next state moves toward it.
     assert np.abs(ds.state[-1] - ds.state[0]).max() > 0.3
+    # The environment state leads with the named cube: the one that ends lifted.
+    first_episode = ds.episode_index == 0
+    named = ds.environment_state[first_episode][:, :3]
+    others = ds.environment_state[first_episode][:, 3:].reshape(-1, 2, 3)
+    assert named[-1, 2] > 0.04 and np.all(others[-1, :, 2] < 0.02)
+
+
+def test_environment_states_round_trip_and_are_optional(written, tmp_path):
+    root = tmp_path / "env"
+    states, actions, images = _frames(5, 2)
+    env = np.arange(15, dtype=np.float32).reshape(5, 3) / 10
+    with LeRobotDatasetWriter(root, 30, {"scene": (H, W)}, vcodec="libx264", environment_state_dim=3) as writer:
+        with pytest.raises(DatasetError, match="environment_state must be 3"):
+            writer.add_frame(states[0], actions[0], {"scene": images[0]}, "t")  # the writer expects one per frame
+        for i in range(5):
+            writer.add_frame(states[i], actions[i], {"scene": images[i]}, "t", env[i])
+        writer.save_episode()
+    ds = LeRobotDatasetReader(root)
+    np.testing.assert_array_equal(ds.environment_state, env)
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["features"][ENV_STATE]["shape"] == [3]
+    assert json.loads((root / "meta/stats.json").read_text())[ENV_STATE]["max"] == pytest.approx([1.2, 1.3, 1.4])
+    assert LeRobotDatasetReader(written[0]).environment_state is None  # a dataset without: no such feature
+    plain = LeRobotDatasetWriter(tmp_path / "plain", 30, {"scene": (H, W)}, vcodec="libx264")
+    with pytest.raises(DatasetError, match="environment_state must be 0"):
+        plain.add_frame(states[0], actions[0], {"scene": images[0]}, "t", env[0])
 
 
 def test_record_cli_hides_deliberate_misses_on_request(tmp_path):

@@ -215,6 +215,22 @@ def test_config_validation_and_presets():
         MoLeConfig.preset("tiny", num_kept_layers=9)
 
 
+def test_vision_film_modulates_the_patches_before_the_vision_layers_per_sample_and_camera():
+    policy = tiny_policy(vision_film=True)
+    batch = make_batch(policy, batch=2, cameras=2)
+    red = {**batch, "instruction": ["pick up the red cube", "pick up the red cube"]}
+    mixed = {**batch, "instruction": ["pick up the red cube", "pick up the blue cube"]}
+    plain = tiny_policy()  # same seed, same weights, no modulation
+    with torch.no_grad():
+        torch.testing.assert_close(policy._embed_prefix(red, {}).visual, plain._embed_prefix(red, {}).visual)
+        torch.nn.init.normal_(policy.vision_film.weight, std=0.5)
+        a, b = policy._embed_prefix(red, {}).visual, policy._embed_prefix(mixed, {}).visual
+    torch.testing.assert_close(a[0], b[0])  # sample 0's instruction is the same: both cameras untouched
+    per_camera = (a[1] - b[1]).abs().view(2, -1, a.shape[-1]).amax(dim=(1, 2))
+    assert (per_camera > 1e-3).all()  # sample 1 changed in both of its cameras' tokens
+    assert "vision_film.weight" in policy.state_dict() and "vision_film.weight" not in plain.state_dict()
+
+
 def test_text_film_starts_as_identity_and_then_makes_the_visual_tokens_depend_on_the_instruction():
     policy = tiny_policy(text_film=True)
     batch = make_batch(policy, batch=2)

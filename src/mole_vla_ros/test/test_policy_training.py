@@ -184,6 +184,33 @@ def test_future_state_loss_trains_the_cognition_token_and_needs_its_target():
     assert b["future"] > a["future"] + 1.0 and a["flow"] == pytest.approx(b["flow"], rel=1e-6)
 
 
+def test_environment_state_loss_trains_its_head_from_the_cognition_token_in_normalised_units():
+    policy = tiny_policy(w_env_state=1.0, env_state_dim=9, w_kd=0.0, w_balance=0.0).train()
+    env = torch.rand(2, 9) * 0.2
+    mean, std = env.mean(0), env.std(0) + 0.01
+    stats = {"observation.environment_state": {"mean": mean.tolist(), "std": std.tolist()}}
+    policy.set_normalization(stats)
+    batch = make_batch(policy, batch=2)
+    with pytest.raises(ValueError, match="environment_state"):
+        policy(batch, budget=1.0)
+    with pytest.raises(ValueError, match=r"must be \(B, 9\)"):
+        policy({**batch, "environment_state": env[:, :3]}, budget=1.0)
+    loss, parts = policy({**batch, "environment_state": env}, budget=1.0)
+    assert loss.item() == pytest.approx(parts["flow"] + parts["env_state"], rel=1e-5)
+    loss.backward()
+    assert policy.cognition.grad.abs().sum() > 0 and policy.env_state_head.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        cognition_free = policy.env_state_head.bias.detach()  # weight zeroed: the prediction is the bias alone
+        policy.env_state_head.weight.zero_()
+        _, zeroed = policy({**batch, "environment_state": env}, budget=1.0)
+    expected = ((cognition_free - (env - mean) / std) ** 2).mean().item()
+    assert zeroed["env_state"] == pytest.approx(expected, rel=1e-4)  # the target is normalised by the stats
+    assert "normalizer.env_state_mean" in policy.state_dict()
+    assert not any("env_state" in k for k in tiny_policy().state_dict())
+    with pytest.raises(ValueError, match="env_state_dim"):
+        tiny_policy(w_env_state=1.0)
+
+
 def test_no_future_head_or_loss_by_default():
     policy = tiny_policy().train()
     _, parts = policy(make_batch(policy, batch=2), budget=1.0)

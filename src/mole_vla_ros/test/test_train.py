@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -175,6 +176,20 @@ def test_trainer_feeds_the_future_state_loss(tmp_path, data):
     trainer = Trainer(cfg, CPU, data=data)
     rows = [trainer.train_step() for _ in range(4)]
     assert all(row["future"] > 0 for row in rows)
+
+
+def test_trainer_feeds_environment_states_and_refuses_a_dataset_without_them(tmp_path, data):
+    overrides = {"w_env_state": 1.0, "env_state_dim": 3}
+    with pytest.raises(SystemExit, match="environment_state"):
+        Trainer(config(tmp_path, steps=2, overrides=overrides), CPU, data=data)
+    env = torch.randn(len(data), 3)
+    with_env = dataclasses.replace(data, environment_state=env)
+    assert torch.equal(with_env.batch([4, 7], chunk_size=4, environment_state=True)["environment_state"], env[[4, 7]])
+    trainer = Trainer(config(tmp_path, steps=3, overrides=overrides), CPU, data=with_env)
+    assert torch.allclose(trainer.policy.normalizer.env_state_mean, env.mean(0), atol=1e-5)
+    assert all(trainer.train_step()["env_state"] > 0 for _ in range(3))
+    with pytest.raises(ValueError, match="environment_state"):
+        data.batch([0], chunk_size=4, environment_state=True)
 
 
 def test_mixed_budgets_are_drawn_per_step_in_the_router_stage_only(tmp_path):

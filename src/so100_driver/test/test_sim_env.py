@@ -123,3 +123,17 @@ def test_bad_config_is_rejected():
         SimConfig(control_hz=0)
     with pytest.raises(ValueError, match="unknown camera"):
         SimEnv(SimConfig(cameras=("nope",)))
+
+
+def test_environment_state_lists_the_named_cube_first(env):
+    from so100_driver.sim.tasks import Task
+
+    for task, order in (
+        (Task("pick", "blue"), ("blue", "red", "green")),
+        (Task("stack", "green", "red"), ("green", "red", "blue")),
+    ):
+        env.reset(3, task, observe=False)
+        cubes = env.cube_positions()
+        state = env.environment_state()
+        assert state.shape == (9,) and state.dtype == np.float32
+        np.testing.assert_allclose(state.reshape(3, 3), np.stack([cubes[c] for c in order]), atol=1e-6)

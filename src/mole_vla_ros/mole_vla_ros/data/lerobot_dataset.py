@@ -47,6 +47,7 @@ CHUNK = "chunk-000/file-000"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 STATE, ACTION = "observation.state", "action"
+ENV_STATE = "observation.environment_state"  # optional: a vector the scene's own state (LeRobot's sim datasets)
 IMAGE_PREFIX = "observation.images."
 REQUIRED_COLUMNS = (STATE, ACTION, "timestamp", "frame_index", "episode_index", "index", "task_index")
 UNITS = ("rad", "deg", "range_m100_100")
@@ -98,6 +99,7 @@ class LeRobotDatasetWriter:
         commit_each_episode: bool = False,
         append: bool = False,
         encoder_process: bool = False,
+        environment_state_dim: int = 0,
     ) -> None:
         self.root = Path(root)
         existing = (self.root / "meta" / "info.json").exists()
@@ -114,11 +116,15 @@ class LeRobotDatasetWriter:
         self.joint_names = tuple(joint_names)
         self.vcodec = vcodec
         self.commit_each_episode = commit_each_episode
-        self._rows: dict[str, list] = {c: [] for c in REQUIRED_COLUMNS}
+        if environment_state_dim < 0:
+            raise DatasetError(f"environment_state_dim must be >= 0, got {environment_state_dim}")
+        self.environment_state_dim = int(environment_state_dim)
+        self._rows: dict[str, list] = {c: [] for c in self._columns}
         self._episodes: list[dict] = []
         self._tasks: dict[str, int] = {}
         # Frames of the episode being recorded: (state, action, images or None once encoded, task).
         self._buffer: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray] | None, str]] = []
+        self._env_buffer: list[np.ndarray] = []  # the episode's environment states, beside _buffer
         self._video: dict[str, tuple[av.container.OutputContainer, av.video.stream.VideoStream]] = {}
         self._video_frames = dict.fromkeys(self.cameras, 0)
         self._image_sums = {c: ImageSums() for c in self.cameras}
@@ -146,6 +152,15 @@ class LeRobotDatasetWriter:
         self._rows[STATE] = list(existing.state[:, order].astype(np.float32))
         self._rows[ACTION] = list(existing.action[:, order].astype(np.float32))
         self._rows["timestamp"] = list(existing.timestamp.astype(np.float32))
+        if self.environment_state_dim:
+            found = existing.environment_state
+            if found is None or found.shape[1] != self.environment_state_dim:
+                width = None if found is None else found.shape[1]
+                raise DatasetError(
+                    f"{self.root}: cannot append {self.environment_state_dim}-value environment states to a dataset "
+                    f"whose {ENV_STATE} has {width}"
+                )
+            self._rows[ENV_STATE] = list(found.astype(np.float32))
         for key, values in (
             ("frame_index", existing.frame_index),
             ("episode_index", existing.episode_index),
@@ -170,15 +185,34 @@ class LeRobotDatasetWriter:
         return len(self._episodes)
 
     @property
+    def _columns(self) -> tuple[str, ...]:
+        return REQUIRED_COLUMNS + ((ENV_STATE,) if self.environment_state_dim else ())
+
+    @property
     def pending_frames(self) -> int:
         """Frames added to the episode being recorded."""
         return len(self._buffer)
 
     def add_frame(
-        self, state: Sequence[float], action: Sequence[float], images: dict[str, np.ndarray], task: str
+        self,
+        state: Sequence[float],
+        action: Sequence[float],
+        images: dict[str, np.ndarray],
+        task: str,
+        environment_state: Sequence[float] | None = None,
     ) -> None:
+        """One frame of the episode being recorded; `environment_state` exactly when the writer was made with
+        environment_state_dim > 0."""
         if self.closed:
             raise DatasetError("the writer is closed")
+        env_arr = None
+        if self.environment_state_dim or environment_state is not None:
+            env_arr = np.asarray([] if environment_state is None else environment_state, dtype=np.float32).reshape(-1)
+            if env_arr.shape != (self.environment_state_dim,) or not np.all(np.isfinite(env_arr)):
+                raise DatasetError(
+                    f"environment_state must be {self.environment_state_dim} finite values (the writer's "
+                    f"environment_state_dim), got {environment_state!r}"
+                )
         n = len(self.joint_names)
         state_arr = np.asarray(state, dtype=np.float32).reshape(-1)
         action_arr = np.asarray(action, dtype=np.float32).reshape(-1)
@@ -206,9 +240,12 @@ class LeRobotDatasetWriter:
             self._buffer.append((state_arr, action_arr, None, task))
         else:
             self._buffer.append((state_arr, action_arr, {k: v.copy() for k, v in images.items()}, task))
+        if env_arr is not None:
+            self._env_buffer.append(env_arr)
 
     def discard_episode(self) -> None:
         self._buffer.clear()
+        self._env_buffer.clear()
         self._pending_sums = {c: ImageSums() for c in self.cameras}
         if self._encoder is not None:
             for name in self.cameras:
@@ -248,6 +285,8 @@ class LeRobotDatasetWriter:
             self._rows["episode_index"].append(episode)
             self._rows["index"].append(start + frame_index)
             self._rows["task_index"].append(self._tasks[task])
+        if self.environment_state_dim:
+            self._rows[ENV_STATE].extend(self._env_buffer)
         meta: dict = {
             "episode_index": episode,
             "tasks": tasks,
@@ -278,6 +317,7 @@ class LeRobotDatasetWriter:
         meta["meta/episodes/file_index"] = 0
         self._episodes.append(meta)
         self._buffer.clear()
+        self._env_buffer.clear()
         self._pending_sums = {c: ImageSums() for c in self.cameras}
         if self.commit_each_episode:
             self._write_parquet(
@@ -323,8 +363,13 @@ class LeRobotDatasetWriter:
     def _data_table(self, start: int, end: int) -> pa.Table:
         vec = pa.list_(pa.float32(), len(self.joint_names))
         rows = {key: values[start:end] for key, values in self._rows.items()}
+        env = {}
+        if self.environment_state_dim:
+            env_type = pa.list_(pa.float32(), self.environment_state_dim)
+            env = {ENV_STATE: pa.array([r.tolist() for r in rows[ENV_STATE]], type=env_type)}
         return pa.table(
             {
+                **env,
                 STATE: pa.array([r.tolist() for r in rows[STATE]], type=vec),
                 ACTION: pa.array([r.tolist() for r in rows[ACTION]], type=vec),
                 "timestamp": pa.array(rows["timestamp"], type=pa.float32()),
@@ -394,7 +439,7 @@ class LeRobotDatasetWriter:
 
     def _stats(self, data: pa.Table) -> dict:
         stats: dict[str, dict] = {}
-        for key in (STATE, ACTION):
+        for key in (STATE, ACTION, ENV_STATE)[: 3 if self.environment_state_dim else 2]:
             values = np.asarray(data[key].to_pylist(), dtype=np.float64)
             stats[key] = _vector_stats(values)
         for key in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
@@ -411,6 +456,8 @@ class LeRobotDatasetWriter:
             ACTION: {"dtype": "float32", "shape": [len(motor_names)], "names": motor_names, "unit": "rad"},
             STATE: {"dtype": "float32", "shape": [len(motor_names)], "names": motor_names, "unit": "rad"},
         }
+        if self.environment_state_dim:
+            features[ENV_STATE] = {"dtype": "float32", "shape": [self.environment_state_dim], "names": None}
         for name, (height, width) in self.cameras.items():
             features[IMAGE_PREFIX + name] = {
                 "dtype": "video",
@@ -671,6 +718,13 @@ class LeRobotDatasetReader:
         self.frame_index = np.asarray(data["frame_index"])[order]
         self.episode_index = np.asarray(data["episode_index"])[order]
         self.task_index = np.asarray(data["task_index"])[order]
+        # Optional: only datasets whose every data file has the column (a sim's recordings, not a real arm's).
+        self.environment_state: np.ndarray | None = None
+        if ENV_STATE in self.info["features"] and all(ENV_STATE in t.column_names for t in tables):
+            env = pa.concat_tables([t.select([ENV_STATE, "episode_index"]) for t in tables])
+            if committed is not None:
+                env = env.filter(pa.compute.less(env["episode_index"], int(committed)))
+            self.environment_state = np.asarray(env[ENV_STATE].to_pylist(), dtype=np.float32)[order]
 
         tasks = pq.read_table(self.root / "meta" / "tasks.parquet")
         text_column = "task" if "task" in tasks.column_names else "__index_level_0__"

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports (MuJoCo, the renderer) only once the arguments are known to be fine.
     from so100_driver.sim.env import SimConfig, SimEnv
     from so100_driver.sim.expert import ScriptedExpert, run_episode
+    from so100_driver.sim.scene import CUBE_COLORS
 
     kinds = tuple(k.strip() for k in args.tasks.split(",") if k.strip())
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
@@ -89,13 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         cameras={c: tuple(args.size) for c in cameras},
         robot_type=args.arm,
         vcodec=args.vcodec,
+        environment_state_dim=3 * len(CUBE_COLORS),  # SimEnv.environment_state: named cube first
     )
     attempts = failed = 0
     kept = tqdm(total=args.episodes, desc="episodes kept", unit="ep", disable=args.no_progress)
     frames = tqdm(desc="frames", unit="fr", position=1, disable=args.no_progress)
 
     def on_step(obs: dict, action: object) -> None:
-        writer.add_frame(obs["state"], action, obs["images"], env.instruction)  # type: ignore[arg-type]
+        writer.add_frame(obs["state"], action, obs["images"], env.instruction, env.environment_state())  # type: ignore[arg-type]
         frames.update()
 
     try:

@@ -62,11 +62,21 @@ class MoLeConfig:
             any of them; where the arm will be seconds later differs by the whole object spacing. Needs no labels
             beyond the dataset's own states.
         future_horizon: frames ahead the auxiliary loss predicts (at 30 fps, 45 = 1.5 s).
+        w_env_state: weight of an auxiliary loss in which the cognition token predicts the frame's
+            `observation.environment_state` (0 = off; needs a dataset that records one). Why: the sim writes the
+            cube centres with the named cube first (SimEnv.environment_state), so the first three values are where
+            the instruction's object is: a direct, noise-free target for grounding the instruction in the image,
+            where the flow and future-state losses only reach it through the arm's motion.
+        env_state_dim: width of the dataset's environment state (the sim's: 9); 0 when w_env_state is 0.
         text_film: modulate every visual token by the instruction (FiLM: scale and shift from the mean text
             embedding, zero-initialised so training starts from the unmodulated model), as RT-1 and BC-Z condition
             their image encoders. Off by default (SmolVLA has none: a pretrained VLM binds words to image regions
             through attention). A from-scratch tiny backbone did not learn that binding from the flow loss: its
             chunks did not depend on which colour the instruction named.
+        vision_film: modulate the SigLIP patch embeddings by the instruction (FiLM from the mean text embedding,
+            zero-initialised), before the vision layers, as RT-1's FiLM-EfficientNet: the vision layers can then
+            compute "is this patch the object named" at the pixel level, where `text_film` only rescales tokens the
+            vision tower has already pooled. Off by default (a pretrained VLM binds words to regions by attention).
         ema_decay: teacher EMA decay (0 = the teacher is the live network with every layer active).
         scale_prefix_embeddings: multiply image and text token embeddings by sqrt(text_hidden), as SmolVLA does (from
             pi0), so the prefix tokens enter the decoder at the size SmolVLM2's pretrained layers expect.
@@ -123,9 +133,12 @@ class MoLeConfig:
     ema_decay: float = 0.0
     w_future: float = 0.0
     future_horizon: int = 45
+    w_env_state: float = 0.0
+    env_state_dim: int = 0
     # --- prefix
     scale_prefix_embeddings: bool = True
     text_film: bool = False
+    vision_film: bool = False
     # --- inference numerics
     dtype: str = "float32"
     quantize_int8: bool = False
@@ -192,8 +205,13 @@ class MoLeConfig:
             raise ValueError(f"dtype={self.dtype!r} not in {DTYPES}")
         if not 0.0 <= self.ema_decay < 1.0 or self.gumbel_tau < 0.0:
             raise ValueError("ema_decay must be in [0, 1) and gumbel_tau >= 0")
-        if min(self.w_flow, self.w_kd, self.w_balance, self.w_future) < 0.0:
+        if min(self.w_flow, self.w_kd, self.w_balance, self.w_future, self.w_env_state) < 0.0:
             raise ValueError("loss weights must be >= 0")
+        if self.env_state_dim < 0 or (self.w_env_state > 0) != (self.env_state_dim > 0):
+            raise ValueError(
+                f"w_env_state={self.w_env_state} needs env_state_dim > 0 (the dataset's environment state width) "
+                f"and env_state_dim={self.env_state_dim} needs w_env_state > 0"
+            )
 
     # --- derived sizes
     @property

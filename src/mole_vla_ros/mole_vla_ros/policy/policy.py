@@ -75,10 +75,13 @@ class MoLePolicy(nn.Module):
         self.cognition = nn.Parameter(torch.randn(1, 1, config.text_hidden) * 0.02)
         # Training-only auxiliary (config.w_future): the cognition token's last hidden state predicts a later state.
         self.future_head = nn.Linear(config.text_hidden, config.max_state_dim) if config.w_future > 0 else None
+        self.env_state_head = nn.Linear(config.text_hidden, config.env_state_dim) if config.w_env_state > 0 else None
         self.text_film = nn.Linear(config.text_hidden, 2 * config.text_hidden) if config.text_film else None
-        if self.text_film is not None:  # identity at init: (1 + 0) * visual + 0
-            nn.init.zeros_(self.text_film.weight)
-            nn.init.zeros_(self.text_film.bias)
+        self.vision_film = nn.Linear(config.text_hidden, 2 * config.vision_hidden) if config.vision_film else None
+        for film in (self.text_film, self.vision_film):
+            if film is not None:  # identity at init: (1 + 0) * features + 0
+                nn.init.zeros_(film.weight)
+                nn.init.zeros_(film.bias)
         self.normalizer = Normalizer(config)
         self.tokenizer = make_tokenizer(config)
         self._queue: deque[torch.Tensor] = deque()
@@ -123,16 +126,20 @@ class MoLePolicy(nn.Module):
         b = self._check_batch(batch)
         cfg = self.config
         start = time.perf_counter()
+        cams = len(batch["images"])
         pixels = torch.cat([prepare_image(img, cfg.input_size) for img in batch["images"]])  # (cams*B, 3, S, S)
-        visual = self.backbone.encode_images(pixels)  # (cams*B, V, D)
-        visual = visual.view(len(batch["images"]), b, *visual.shape[1:]).transpose(0, 1).flatten(1, 2)
-        timings["vision"] = time.perf_counter() - start
         ids, text_mask = tokenize(self.tokenizer, list(batch["instruction"]), cfg.tokenizer_max_length)
-        ids, text_mask = ids.to(visual.device), text_mask.to(visual.device)
+        ids, text_mask = ids.to(pixels.device), text_mask.to(pixels.device)
         text = self.backbone.embed_tokens(ids)  # (B, Tl, D)
+        weights = text_mask.to(text.dtype).unsqueeze(-1)
+        pooled = (text * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, D) mean over real tokens
+        patch_film = None
+        if self.vision_film is not None:  # images are camera-major: repeat each sample's modulation per camera
+            patch_film = self.vision_film(pooled).repeat(cams, 1).unsqueeze(1).chunk(2, dim=-1)
+        visual = self.backbone.encode_images(pixels, patch_film)  # (cams*B, V, D)
+        visual = visual.view(cams, b, *visual.shape[1:]).transpose(0, 1).flatten(1, 2)
+        timings["vision"] = time.perf_counter() - start
         if self.text_film is not None:
-            weights = text_mask.to(text.dtype).unsqueeze(-1)
-            pooled = (text * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, D) mean over real tokens
             gamma, beta = self.text_film(pooled).unsqueeze(1).chunk(2, dim=-1)
             visual = visual.to(text.dtype) * (1.0 + gamma) + beta
         if cfg.scale_prefix_embeddings:
@@ -242,7 +249,7 @@ class MoLePolicy(nn.Module):
     # --- training
     def forward(self, batch: dict[str, Any], budget: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss = w_flow * flow matching + w_kd * CogKD + w_balance * load balance (+ w_future * future
-        state), and its parts as floats."""
+        state + w_env_state * environment state), and its parts as floats."""
         if self._quantized:
             raise RuntimeError("an int8-quantised policy is inference-only")
         cfg = self.config
@@ -299,14 +306,23 @@ class MoLePolicy(nn.Module):
             else:
                 kd = cogkd.cogkd_loss([student.hidden], [teacher.hidden], weights)
         balance = load_balance_loss(probs.detach() if every_layer else probs, hard)  # constant 1.0 at full budget
-        future = self._future_loss(batch, student.hidden[:, cog_index]) if cfg.w_future > 0 else flow.new_zeros(())
-        total = cfg.w_flow * flow + cfg.w_kd * kd + cfg.w_balance * balance + cfg.w_future * future
+        cognition = student.hidden[:, cog_index]
+        future = self._future_loss(batch, cognition) if cfg.w_future > 0 else flow.new_zeros(())
+        env_state = self._env_state_loss(batch, cognition) if cfg.w_env_state > 0 else flow.new_zeros(())
+        total = (
+            cfg.w_flow * flow
+            + cfg.w_kd * kd
+            + cfg.w_balance * balance
+            + cfg.w_future * future
+            + cfg.w_env_state * env_state
+        )
         parts = {
             "loss": total.item(),
             "flow": flow.item(),
             "cogkd": kd.item(),
             "balance": balance.item(),
             "future": future.item(),
+            "env_state": env_state.item(),
             "active_fraction": hard.float().mean().item(),
         }
         return total, parts
@@ -320,6 +336,18 @@ class MoLePolicy(nn.Module):
             raise ValueError(f"batch['future_state'] must be (B, {self.config.state_dim}), got {tuple(future.shape)}")
         target = self.normalizer.state(future.to(cognition.device))
         return F.mse_loss(self.future_head(cognition)[:, : self.config.state_dim], target)
+
+    def _env_state_loss(self, batch: dict[str, Any], cognition: torch.Tensor) -> torch.Tensor:
+        """MSE (normalised units) of the frame's environment state (the sim: cube centres, named cube first),
+        predicted from the cognition token."""
+        if "environment_state" not in batch or self.env_state_head is None:
+            raise ValueError("w_env_state > 0 needs batch['environment_state'] and a policy built with it")
+        env = batch["environment_state"].float()
+        if env.shape != (cognition.shape[0], self.config.env_state_dim):
+            raise ValueError(
+                f"batch['environment_state'] must be (B, {self.config.env_state_dim}), got {tuple(env.shape)}"
+            )
+        return F.mse_loss(self.env_state_head(cognition), self.normalizer.env_state(env.to(cognition.device)))
 
     @torch.no_grad()
     def update_teacher(self) -> None:

@@ -14,21 +14,24 @@ from .config import MoLeConfig
 
 
 class Normalizer(nn.Module):
-    """Mean/std normalisation of "observation.state" and "action" (LeRobot's stats dict layout)."""
+    """Mean/std normalisation of "observation.state" and "action" (LeRobot's stats dict layout), and of
+    "observation.environment_state" when the policy learns it (config.env_state_dim > 0)."""
 
-    KEYS = {"observation.state": "state", "action": "action"}
+    KEYS = {"observation.state": "state", "action": "action", "observation.environment_state": "env_state"}
 
     def __init__(self, cfg: MoLeConfig) -> None:
         super().__init__()
-        for dim, name in ((cfg.state_dim, "state"), (cfg.action_dim, "action")):
-            self.register_buffer(f"{name}_mean", torch.zeros(dim))
-            self.register_buffer(f"{name}_std", torch.ones(dim))
+        self.keys = {k: v for k, v in self.KEYS.items() if v != "env_state" or cfg.env_state_dim > 0}
+        dims = {"state": cfg.state_dim, "action": cfg.action_dim, "env_state": cfg.env_state_dim}
+        for name in self.keys.values():
+            self.register_buffer(f"{name}_mean", torch.zeros(dims[name]))
+            self.register_buffer(f"{name}_std", torch.ones(dims[name]))
 
     def set_stats(self, stats: dict[str, dict[str, object]]) -> None:
         unknown = set(stats) - set(self.KEYS)
         if unknown:
             raise ValueError(f"unknown stats keys {sorted(unknown)}; expected some of {sorted(self.KEYS)}")
-        for key, name in self.KEYS.items():
+        for key, name in self.keys.items():
             if key not in stats:
                 continue
             for field in ("mean", "std"):
@@ -44,6 +47,9 @@ class Normalizer(nn.Module):
 
     def state(self, state: torch.Tensor) -> torch.Tensor:
         return (state - self.state_mean) / self.state_std
+
+    def env_state(self, env_state: torch.Tensor) -> torch.Tensor:
+        return (env_state - self.env_state_mean) / self.env_state_std
 
     def action(self, action: torch.Tensor) -> torch.Tensor:
         return (action - self.action_mean) / self.action_std

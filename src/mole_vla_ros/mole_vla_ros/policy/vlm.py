@@ -76,10 +76,26 @@ class SmolVLMBackbone(nn.Module):
     def num_layers(self) -> int:
         return len(self.layers)
 
-    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) in [-1, 1] -> (N, tokens_per_image, D) visual tokens."""
-        hidden = self.vlm.vision_model(pixel_values=pixels.to(self.vlm.connector.modality_projection.proj.weight.dtype))
-        return self.vlm.connector(hidden.last_hidden_state)
+    def encode_images(
+        self, pixels: torch.Tensor, patch_film: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """(N, 3, S, S) in [-1, 1] -> (N, tokens_per_image, D) visual tokens.
+
+        `patch_film` = (gamma, beta), each (N, 1, vision_hidden): the patch embeddings become (1 + gamma) * e + beta
+        before the vision layers (FiLM, config.vision_film), so the layers see which patches the instruction is about.
+        """
+        pixels = pixels.to(self.vlm.connector.modality_projection.proj.weight.dtype)
+        vision = self.vlm.vision_model
+        if patch_film is None:
+            return self.vlm.connector(vision(pixel_values=pixels).last_hidden_state)
+        # SmolVLMVisionTransformer.forward with the modulation between its embeddings and its encoder; every patch
+        # of a prepared (square, padded) image is real, so no patch attention mask is needed.
+        gamma, beta = patch_film
+        size = pixels.shape[-1] // vision.patch_size
+        every_patch = torch.ones(pixels.shape[0], size, size, dtype=torch.bool, device=pixels.device)
+        patches = vision.embeddings(pixel_values=pixels, patch_attention_mask=every_patch)
+        hidden = vision.encoder(inputs_embeds=patches * (1.0 + gamma) + beta).last_hidden_state
+        return self.vlm.connector(vision.post_layernorm(hidden))
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.vlm.text_model.embed_tokens(ids)  # (B, T, D)

@@ -7,15 +7,12 @@ import itertools
 import json
 from pathlib import Path
 
+LOSS_TERMS = ("loss", "flow", "cogkd", "balance", "future", "env_state")  # MoLePolicy.forward's parts
 COLUMNS = (
     "step",
     "stage",
     "budget",
-    "loss",
-    "flow",
-    "cogkd",
-    "balance",
-    "future",
+    *LOSS_TERMS,
     "active_fraction",
     "lr",
     "samples_per_s",
@@ -41,7 +38,7 @@ def _plot(history: list[dict[str, float | str]], path: Path) -> None:
     matplotlib.use("Agg")  # headless: training runs on machines without a display
     import matplotlib.pyplot as plt
 
-    terms = ("loss", "flow", "cogkd", "balance", "future")
+    terms = LOSS_TERMS
     fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2))
     steps = [row["step"] for row in history]
     stage_change = [row["step"] for prev, row in itertools.pairwise(history) if row["stage"] != prev["stage"]]

@@ -22,7 +22,8 @@ import torch
 class FrameDataset:
     """All frames of a dataset. images: camera -> (N, 3, S, S) uint8; state, action: (N, J) float32 radians;
     episode_index, task_index: (N,) int64; tasks: task texts by index; fps: frames per second;
-    source_hw: the recorded image size (H, W), which evaluation renders at."""
+    source_hw: the recorded image size (H, W), which evaluation renders at; environment_state: (N, E) float32, the
+    dataset's `observation.environment_state` when it has one (the sim's cube centres), else None."""
 
     images: dict[str, torch.Tensor]
     state: torch.Tensor
@@ -32,6 +33,7 @@ class FrameDataset:
     tasks: list[str]
     fps: float
     source_hw: tuple[int, int] | None = None
+    environment_state: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.state.shape[0]
@@ -48,6 +50,9 @@ class FrameDataset:
             raise ValueError(f"task_index outside the {len(self.tasks)} known tasks")
         if not (torch.isfinite(self.state).all() and torch.isfinite(self.action).all()):
             raise ValueError("the dataset has non-finite state or action values")
+        env = self.environment_state
+        if env is not None and (env.dim() != 2 or env.shape[0] != n or not torch.isfinite(env).all()):
+            raise ValueError(f"environment_state must be ({n}, E) finite values, got {tuple(env.shape)}")
         if torch.any(torch.diff(self.episode_index) < 0):
             raise ValueError("frames must be grouped by episode, in order")
         # Last frame index of each frame's episode, for cutting chunks without crossing episodes.
@@ -74,7 +79,10 @@ class FrameDataset:
     def stats(self) -> dict[str, dict[str, list[float]]]:
         """LeRobot-style mean/std of state and action, std floored so a constant joint cannot divide by zero."""
         out = {}
-        for key, values in (("observation.state", self.state), ("action", self.action)):
+        keyed = [("observation.state", self.state), ("action", self.action)]
+        if self.environment_state is not None:
+            keyed.append(("observation.environment_state", self.environment_state))
+        for key, values in keyed:
             std = values.std(0, unbiased=False).clamp_min(1e-3)
             out[key] = {
                 "mean": values.mean(0).tolist(),
@@ -84,9 +92,12 @@ class FrameDataset:
             }
         return out
 
-    def batch(self, indices: Sequence[int], chunk_size: int, future_horizon: int = 0) -> dict[str, object]:
+    def batch(
+        self, indices: Sequence[int], chunk_size: int, future_horizon: int = 0, environment_state: bool = False
+    ) -> dict[str, object]:
         """The policy's training batch for frames `indices`: images in [0, 1], the H-step chunk and its pad mask;
-        with `future_horizon` > 0 also the state that many frames ahead (the episode's last one past its end)."""
+        with `future_horizon` > 0 also the state that many frames ahead (the episode's last one past its end);
+        with `environment_state` the frames' environment states (ValueError when the dataset has none)."""
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         offsets = torch.arange(chunk_size)
         wanted = idx[:, None] + offsets[None]  # (B, H) frame of each chunk step
@@ -102,6 +113,10 @@ class FrameDataset:
         }
         if future_horizon > 0:
             batch["future_state"] = self.state[torch.minimum(idx + future_horizon, self._episode_end[idx])]
+        if environment_state:
+            if self.environment_state is None:
+                raise ValueError("the dataset has no observation.environment_state (recorded by `mole-vla record`)")
+            batch["environment_state"] = self.environment_state[idx]
         return batch
 
 
@@ -141,6 +156,7 @@ def load_dataset(path: str | Path, image_size: int, cameras: Sequence[str] | Non
         tasks=[reader.tasks[t] for t in task_ids],
         fps=float(reader.fps),
         source_hw=source_hw,  # type: ignore[arg-type]
+        environment_state=None if reader.environment_state is None else torch.as_tensor(reader.environment_state),
     )
 
 

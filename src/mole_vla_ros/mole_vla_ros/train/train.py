@@ -36,7 +36,7 @@ import torch
 from mole_vla_ros.policy import MoLeConfig, MoLePolicy
 from mole_vla_ros.train import checkpoint as ckpt
 from mole_vla_ros.train.augment import swap_colours
-from mole_vla_ros.train.curves import write_curves
+from mole_vla_ros.train.curves import LOSS_TERMS, write_curves
 from mole_vla_ros.train.data import FrameDataset, batch_indices, load_dataset, to_device
 from mole_vla_ros.train.runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
 
@@ -182,6 +182,15 @@ class Trainer:
         self.data = data if data is not None else load_dataset(cfg.dataset, self.base_config.input_size)
         if len(self.data) < cfg.batch_size:
             raise SystemExit(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(self.data)} frames)")
+        if self.base_config.w_env_state > 0:
+            found = self.data.environment_state
+            width = None if found is None else found.shape[1]
+            if width != self.base_config.env_state_dim:
+                raise SystemExit(
+                    f"w_env_state needs the dataset's observation.environment_state with env_state_dim="
+                    f"{self.base_config.env_state_dim} values; {cfg.dataset} has {width} (re-record with mole-vla "
+                    "record, or leave w_env_state at 0)"
+                )
         self.stats = self.data.stats()
         self.policy.set_normalization(self.stats)
         freeze = cfg.freeze_vision if cfg.freeze_vision is not None else self.base_config.vlm_name is not None
@@ -285,10 +294,11 @@ class Trainer:
         return folder
 
     def load_batch(self, indices: list[int]) -> dict[str, object]:
-        """Frames `indices` as a training batch on the device, with the future states when the policy learns them."""
+        """Frames `indices` as a training batch on the device, with the future and environment states when the policy
+        learns them."""
         base = self.base_config
         horizon = base.future_horizon if base.w_future > 0 else 0
-        batch = self.data.batch(indices, base.chunk_size, horizon)
+        batch = self.data.batch(indices, base.chunk_size, horizon, environment_state=base.w_env_state > 0)
         if self.cfg.colour_swap > 0:
             # Seeded by the run, the step and the frames: a resumed run draws the same swaps.
             seed = (self.cfg.seed * 1_000_003 + self.step) * 1_000_033 + indices[0]
@@ -349,10 +359,7 @@ class Trainer:
                 }
                 self.history.append(row)
                 window_start, window_steps = time.perf_counter(), 0
-                bar.set_postfix(
-                    {k: f"{parts[k]:.4f}" for k in ("loss", "flow", "cogkd", "balance", "future")}
-                    | {"stage": parts["stage"]}
-                )
+                bar.set_postfix({k: f"{parts[k]:.4f}" for k in LOSS_TERMS} | {"stage": parts["stage"]})
             if self.rt.is_main and parts["stage"] == "full" and cfg.stage_at(self.step) == "router":
                 # The full-depth model at the stage change: the teacher, and the start of router-stage ablations
                 # (a policy folder for --checkpoint, with the training state, its last curve row included, for --fork).
@@ -506,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = {
             "steps": result["step"],
             "wall_s": round(time.perf_counter() - start, 1),
-            "final": {k: last.get(k) for k in ("loss", "flow", "cogkd", "balance", "future", "samples_per_s")},
+            "final": {k: last.get(k) for k in (*LOSS_TERMS, "samples_per_s")},
             "policy": str(Path(cfg.out) / "final"),
         }
         print(json.dumps(summary, indent=2))

@@ -168,6 +168,15 @@ class SimEnv:
     def cube_positions(self) -> dict[str, np.ndarray]:
         return {c: self.data.xpos[b].copy() for c, b in self._cube_bodies.items()}
 
+    def environment_state(self) -> np.ndarray:
+        """(3 * cubes,) cube centres (m, base frame), the task's cube first, then a stack task's target, then the
+        rest in CUBE_COLORS order: what LeRobot calls `observation.environment_state`, ordered by the task so that
+        its first three values say where the named cube is (a training target for grounding the instruction)."""
+        named = [self.task.cube] + ([self.task.target] if self.task.target else [])
+        order = named + [c for c in CUBE_COLORS if c not in named]
+        cubes = self.cube_positions()
+        return np.concatenate([cubes[c] for c in order]).astype(np.float32)
+
     def cube_yaw(self, colour: str) -> float:
         xmat = self.data.xmat[self._cube_bodies[colour]].reshape(3, 3)
         return float(np.arctan2(xmat[1, 0], xmat[0, 0]))
