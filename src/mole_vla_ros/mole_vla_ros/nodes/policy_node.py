@@ -114,6 +114,25 @@ def load_policy(checkpoint: str, device: str, chunk_size: int, num_steps: int, l
     return policy.to(device).eval()
 
 
+SMALL_MODEL_GFLOPS = 1.0  # per chunk; below it one intra-op thread is fastest on a CPU (see inference_threads)
+
+
+def inference_threads(requested: int, device: str, gflops_per_chunk: float, default: int) -> int:
+    """Torch intra-op threads for the policy process: `requested` when > 0; else (auto) 1 for a model under
+    SMALL_MODEL_GFLOPS per chunk on a CPU, `default` (torch's own choice) otherwise.
+
+    Why one: a small model's matrices are tens of values wide, so OpenMP's fork/join per op costs more than the
+    split saves, and each parallel op waits for a thread on a core that the sim, the cameras or the executors hold.
+    Measured with the shipped checkpoint beside one busy core (2-core machine): median 26 ms, p90 120-490 ms per
+    chunk at 2 threads; 12 ms, p90 15 ms at 1. A SmolVLM2-500M backbone (hundreds of GFLOPs) keeps torch's default.
+    """
+    if requested > 0:
+        return requested
+    if device.startswith("cpu") and gflops_per_chunk < SMALL_MODEL_GFLOPS:
+        return 1
+    return default
+
+
 def apply_fast_path(policy: Any, device: str, logger: Any) -> bool:
     """Put a loaded policy on the GPU fast path (policy/fast_path.py: bf16 weights, CUDA-graph expert layers).
     Only on CUDA: on a CPU the fast path has nothing to gain, so it warns and leaves the plain fp32 path."""
@@ -205,6 +224,17 @@ class PolicyNode(Node):
                     ),
                 ),
                 ("arm_model", "so100", _params.choice("Arm whose named states apply.", ("so100", "so101"), True)),
+                (
+                    "torch_threads",
+                    0,
+                    _params.integer(
+                        "Torch intra-op threads of this process; 0 = auto: 1 for a model under 1 GFLOP per chunk on "
+                        "a CPU (the shipped tiny one: parallel ops only wait on busy cores), else torch's default.",
+                        0,
+                        1024,
+                        read_only=True,
+                    ),
+                ),
             ],
         )
         self.params = self._read_params()
@@ -222,6 +252,9 @@ class PolicyNode(Node):
         # Only a policy this node loaded: an injected one (tests) is used as it is.
         fast = policy is None and self.get_parameter("fast_path").value
         self.fast_path_active = fast and apply_fast_path(self.policy, self.params.device, self.get_logger())
+        # Process-wide: only for a policy this node loaded (an injected one shares its process with a test).
+        requested = int(self.get_parameter("torch_threads").value)
+        self.torch_threads = self._set_torch_threads(requested) if policy is None else None
         self._budget = float(self.get_parameter("layer_budget").value)
         self._lock = threading.Lock()
         self._task: Task | None = None
@@ -288,6 +321,18 @@ class PolicyNode(Node):
         self._worker.start()
 
     # ---- parameters ----
+
+    def _set_torch_threads(self, requested: int) -> int:
+        import torch  # late: torch loads only in the policy process
+
+        from mole_vla_ros.policy.flops import chunk_flops
+
+        gflops = chunk_flops(self.policy.config, 1.0)["total"] / 1e9
+        threads = inference_threads(requested, self.params.device, gflops, torch.get_num_threads())
+        torch.set_num_threads(threads)
+        how = "as set" if requested > 0 else f"auto: {gflops:.3g} GFLOP per chunk at full depth"
+        self.get_logger().info(f"torch intra-op threads: {threads} ({how})")
+        return threads
 
     def _read_params(self) -> PolicyParams:
         checkpoint = self.get_parameter("checkpoint").value
