@@ -192,6 +192,21 @@ def test_trainer_feeds_environment_states_and_refuses_a_dataset_without_them(tmp
         data.batch([0], chunk_size=4, environment_state=True)
 
 
+def test_oversampling_draws_each_episode_opening_that_many_times_per_epoch(tmp_path, data):
+    pool = data.sampling_pool(start_frames=3, factor=4)
+    counts = torch.bincount(pool, minlength=len(data))
+    first = torch.cat([torch.tensor([0]), torch.nonzero(torch.diff(data.episode_index)).flatten() + 1])
+    opening = torch.cat([first + k for k in range(3)])
+    assert set(counts[opening].tolist()) == {4}
+    assert counts.sum() == len(data) + 3 * len(opening) and set(counts.tolist()) == {1, 4}
+    cfg = config(tmp_path, steps=2, batch_size=8, oversample_start=5)  # data is 30 fps: 1.5 s = 45 frames
+    trainer = Trainer(cfg, CPU, data=data)
+    assert len(trainer.pool) == 5 * len(data)  # 24-frame episodes: every frame lies in the 45-frame opening
+    assert trainer.draw(0, 0, 1) == trainer.draw(0, 0, 1) and len(trainer.draw(0, 0, 1)) == 8
+    with pytest.raises(ValueError, match="oversample-start"):
+        config(tmp_path, oversample_start=0)
+
+
 def test_mixed_budgets_are_drawn_per_step_in_the_router_stage_only(tmp_path):
     cfg = config(tmp_path, steps=200, full_fraction=0.5, budget=0.5, mixed_budgets=(0.25, 1.0))
     base = train_cli.build_policy(cfg).config

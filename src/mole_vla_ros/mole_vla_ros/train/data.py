@@ -92,6 +92,22 @@ class FrameDataset:
             }
         return out
 
+    def sampling_pool(self, start_frames: int, factor: int) -> torch.Tensor:
+        """Frame indices an epoch draws from: every frame once, and each episode's first `start_frames` frames
+        `factor` times. Why: the frames where the arm leaves its start pose are where a policy decides which object
+        to reach for, and they are a small share of a dataset whose episodes mostly hold, grasp and lift."""
+        if factor < 1 or start_frames < 0:
+            raise ValueError(f"oversampling needs factor >= 1 and start_frames >= 0, got {factor}, {start_frames}")
+        n = len(self)
+        first = torch.cat(
+            [torch.zeros(1, dtype=torch.long), torch.nonzero(torch.diff(self.episode_index)).flatten() + 1]
+        )
+        starts = torch.zeros(n, dtype=torch.long)
+        starts[first] = first
+        position = torch.arange(n) - torch.cummax(starts, dim=0).values  # frame's index within its episode
+        early = torch.nonzero(position < start_frames).flatten()
+        return torch.cat([torch.arange(n), early.repeat(factor - 1)])
+
     def batch(
         self, indices: Sequence[int], chunk_size: int, future_horizon: int = 0, environment_state: bool = False
     ) -> dict[str, object]:

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from mole_vla_ros.train import checkpoint as ckpt
-from mole_vla_ros.train.data import FrameDataset, batch_indices
+from mole_vla_ros.train.data import FrameDataset
 from mole_vla_ros.train.runtime import Runtime, resolve_runtime
 from mole_vla_ros.train.train import TrainConfig, Trainer
 
@@ -209,11 +209,9 @@ class DistributedTrainer(Trainer):
         return torch.autocast(self.rt.device.type, dtype=self.autocast_dtype)
 
     def _micro_batches(self) -> Iterator[tuple[int, dict[str, object]]]:
-        cfg = self.cfg
         for micro in range(self.grad_accum):
             shard = self.rt.rank * self.grad_accum + micro
-            idx = batch_indices(len(self.data), cfg.batch_size, self.step, cfg.seed, shard, self.shards)
-            yield shard, self.load_batch(idx)
+            yield shard, self.load_batch(self.draw(self.step, shard, self.shards))
 
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg

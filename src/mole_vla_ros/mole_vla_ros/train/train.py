@@ -41,6 +41,7 @@ from mole_vla_ros.train.data import FrameDataset, batch_indices, load_dataset, t
 from mole_vla_ros.train.runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
 
 STAGES = ("full", "router", "both")
+START_SECONDS = 1.5  # --oversample-start: the opening of an episode, where the arm leaves its start pose
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class TrainConfig:
     router_lr_scale: float = 1.0
     ema_decay: float = 0.0
     colour_swap: float = 0.0  # augment.swap_colours probability per sample
+    oversample_start: int = 1  # each episode's first START_SECONDS are drawn this many times per epoch
     stage: str = "both"
     full_fraction: float = 0.5
     freeze_vision: bool | None = None
@@ -104,6 +106,8 @@ class TrainConfig:
         object.__setattr__(self, "mixed_budgets", tuple(float(b) for b in self.mixed_budgets))
         if any(not 0.0 < b <= 1.0 for b in self.mixed_budgets):
             raise ValueError(f"--mixed-budgets must be in (0, 1], got {list(self.mixed_budgets)}")
+        if self.oversample_start < 1:
+            raise ValueError(f"--oversample-start must be >= 1, got {self.oversample_start}")
         if not 0.0 <= self.colour_swap <= 1.0:
             raise ValueError(f"--colour-swap must be in [0, 1], got {self.colour_swap}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -158,6 +162,7 @@ RESUME_FIXED = (
     "balance_weight",
     "router_lr_scale",
     "ema_decay",
+    "oversample_start",
 )
 
 
@@ -192,6 +197,8 @@ class Trainer:
                     "record, or leave w_env_state at 0)"
                 )
         self.stats = self.data.stats()
+        start_frames = round(START_SECONDS * self.data.fps)
+        self.pool = self.data.sampling_pool(start_frames, cfg.oversample_start) if cfg.oversample_start > 1 else None
         self.policy.set_normalization(self.stats)
         freeze = cfg.freeze_vision if cfg.freeze_vision is not None else self.base_config.vlm_name is not None
         if freeze:  # SmolVLA/MoLe freeze the pretrained vision encoder; a from-scratch one must learn
@@ -293,6 +300,12 @@ class Trainer:
         write_curves(self.history, self.out)
         return folder
 
+    def draw(self, step: int, shard: int, shards: int) -> list[int]:
+        """Frame indices of `step`'s batch on `shard` of `shards` (data.batch_indices over the sampling pool)."""
+        size = len(self.data) if self.pool is None else len(self.pool)
+        idx = batch_indices(size, self.cfg.batch_size, step, self.cfg.seed, shard, shards)
+        return idx if self.pool is None else self.pool[idx].tolist()
+
     def load_batch(self, indices: list[int]) -> dict[str, object]:
         """Frames `indices` as a training batch on the device, with the future and environment states when the policy
         learns them."""
@@ -318,8 +331,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         stage, budget, lr = self.begin_step()
-        idx = batch_indices(len(self.data), cfg.batch_size, self.step, cfg.seed, self.rt.rank, self.rt.world_size)
-        batch = self.load_batch(idx)
+        batch = self.load_batch(self.draw(self.step, self.rt.rank, self.rt.world_size))
         loss, parts = self.policy(batch, budget=budget)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.step}: {parts}")
@@ -449,6 +461,13 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, dict[str, Any
         default=d.colour_swap,
         help="per-sample probability of permuting the images' RGB channels and renaming red/green/blue in the "
         "instruction to match (counterfactual colour grounding; only for scenes coloured by these primaries)",
+    )
+    p.add_argument(
+        "--oversample-start",
+        type=int,
+        default=d.oversample_start,
+        help=f"draw each episode's first {START_SECONDS:g} s this many times per epoch (1 = uniform): the frames "
+        "where the policy decides which object to reach for",
     )
     p.add_argument("--stage", choices=STAGES, default=d.stage)
     p.add_argument("--full-fraction", type=float, default=d.full_fraction, help="share of steps in the full stage")
