@@ -752,39 +752,51 @@ class LeRobotDatasetReader:
     def task_of(self, i: int) -> str:
         return self.tasks[int(self.task_index[i])]
 
-    def frames(self, camera: str) -> np.ndarray:
-        """All decoded frames of one camera, (N, H, W, 3) uint8 aligned with the dataset's rows (cached)."""
-        if camera not in self._frames:
-            self._frames[camera] = self._decode(camera)
-        return self._frames[camera]
+    def frames(self, camera: str, cache: bool = True) -> np.ndarray:
+        """All decoded frames of one camera, (N, H, W, 3) uint8 aligned with the dataset's rows (cached unless
+        `cache` is false: a caller that converts them at once need not hold both copies)."""
+        if camera in self._frames:
+            return self._frames[camera]
+        frames = self._decode(camera)
+        if cache:
+            self._frames[camera] = frames
+        return frames
 
     def _decode(self, camera: str) -> np.ndarray:
+        # Each video file is decoded once, as a stream: its frames go straight into the rows that show them, so
+        # memory holds the output array and one frame, not a file's every decoded frame besides it.
         key = IMAGE_PREFIX + camera
-        per_file: dict[tuple[int, int], list[np.ndarray]] = {}
-        out: np.ndarray | None = None
-        for ep, row in sorted(self.episodes.items()):
+        wanted: dict[tuple[int, int], dict[int, list[int]]] = {}  # file -> video frame -> rows showing it
+        for _, row in sorted(self.episodes.items()):
             file_key = (int(row[f"videos/{key}/chunk_index"]), int(row[f"videos/{key}/file_index"]))
-            if file_key not in per_file:
-                path = self.root / self.info["video_path"].format(
-                    video_key=key, chunk_index=file_key[0], file_index=file_key[1]
-                )
-                if not path.exists():
-                    raise DatasetError(f"{self.root}: video {path} missing")
-                with av.open(str(path)) as container:
-                    per_file[file_key] = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-            video = per_file[file_key]
             start, end = int(row["dataset_from_index"]), int(row["dataset_to_index"])
             first = round(float(row[f"videos/{key}/from_timestamp"]) * self.fps)
             offsets = first + np.round(self.timestamp[start:end] * self.fps).astype(int)
-            if len(offsets) and offsets.max() >= len(video):
+            by_frame = wanted.setdefault(file_key, {})
+            for row_i, offset in zip(range(start, end), offsets.tolist(), strict=True):
+                by_frame.setdefault(offset, []).append(row_i)
+        out: np.ndarray | None = None
+        for file_key, by_frame in wanted.items():
+            path = self.root / self.info["video_path"].format(
+                video_key=key, chunk_index=file_key[0], file_index=file_key[1]
+            )
+            if not path.exists():
+                raise DatasetError(f"{self.root}: video {path} missing")
+            decoded = 0
+            with av.open(str(path)) as container:
+                for decoded, frame in enumerate(container.decode(video=0), start=1):
+                    rows = by_frame.get(decoded - 1)
+                    if rows:
+                        image = frame.to_ndarray(format="rgb24")
+                        if out is None:
+                            out = np.empty((len(self), *image.shape), dtype=np.uint8)
+                        out[rows] = image
+            if max(by_frame) >= decoded:
+                episode = int(self.episode_index[by_frame[max(by_frame)][0]])
                 raise DatasetError(
-                    f"{self.root}: camera {camera}: episode {ep} needs video frame {offsets.max()}, "
-                    f"the file has {len(video)} (missing frames)"
+                    f"{self.root}: camera {camera}: episode {episode} needs video frame {max(by_frame)}, "
+                    f"the file has {decoded} (missing frames)"
                 )
-            if out is None:
-                out = np.empty((len(self), *video[0].shape), dtype=np.uint8)
-            for row_i, offset in zip(range(start, end), offsets, strict=True):
-                out[row_i] = video[offset]
         assert out is not None
         return out
 

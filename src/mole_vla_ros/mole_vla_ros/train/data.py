@@ -164,7 +164,7 @@ def load_dataset(path: str | Path, image_size: int, cameras: Sequence[str] | Non
     source_hw = tuple(reader.frames(reader.cameras[0]).shape[1:3])
     remap = {old: new for new, old in enumerate(task_ids)}
     return FrameDataset(
-        images={name: resize_frames(reader.frames(name), image_size) for name in reader.cameras},
+        images={name: resize_frames(reader.frames(name, cache=False), image_size) for name in reader.cameras},
         state=torch.as_tensor(reader.state, dtype=torch.float32),
         action=torch.as_tensor(reader.action, dtype=torch.float32),
         episode_index=torch.as_tensor(reader.episode_index, dtype=torch.long),
