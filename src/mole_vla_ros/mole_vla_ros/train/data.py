@@ -144,12 +144,12 @@ def resize_frames(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     frames = torch.as_tensor(np.asarray(frames))
     if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
         raise ValueError(f"frames must be (N, H, W, 3) uint8, got {tuple(frames.shape)} {frames.dtype}")
-    out = []
+    out = torch.empty(frames.shape[0], 3, size, size, dtype=torch.uint8)  # filled in place: no second copy
     for start in range(0, frames.shape[0], 256):  # bounded memory for long datasets
         chunk = frames[start : start + 256].permute(0, 3, 1, 2).float() / 255.0
         resized = (prepare_image(chunk, size) + 1.0) / 2.0  # back from [-1, 1] to [0, 1]
-        out.append((resized * 255.0).round().clamp(0, 255).to(torch.uint8))
-    return torch.cat(out)
+        out[start : start + 256] = (resized * 255.0).round().clamp(0, 255).to(torch.uint8)
+    return out
 
 
 def load_dataset(path: str | Path, image_size: int, cameras: Sequence[str] | None = None) -> FrameDataset:
