@@ -5,8 +5,9 @@
 
 1. `mole-vla record`: scripted-expert pick demonstrations (scene + wrist cameras, 96x96, 30 Hz) -> <work>/data,
    and expert demonstrations at the evaluation seeds -> <work>/heldout (open-loop action error only)
-2. `mole-vla train`, the shipped model: the tiny preset with 8 kept layers (chunk 16), the future-state auxiliary
-   and the instruction FiLM of the visual tokens (config w_future, text_film), the expert at full depth at every
+2. `mole-vla train`, the shipped model: the tiny preset with 8 kept layers (chunk 16), the future-state and
+   environment-state auxiliaries and the instruction FiLM of the visual tokens (config w_future, w_env_state,
+   text_film), the expert at full depth at every
    budget (skip_mode project); the full stage for 80% of the steps,
    then the router stage with CogKD, each step at budget 0.5, 0.25 or 1.0 (--mixed-budgets) -> <work>/run (its
    full-stage model and training state: <work>/run/stage_full). The no-CogKD ablation forks that run at the stage
@@ -57,6 +58,14 @@ MODEL_ARGS = [
     "future_horizon=45",
     "--set",
     "text_film=true",
+    # The cognition token also predicts the cube centres with the named cube first (the recording's
+    # observation.environment_state, config.w_env_state): a direct target for reading the colour word. Without it the
+    # previous checkpoint's future-state head aimed at the named cube in 42 of 90 first-frame probes (chance 30); with
+    # it the environment-state head pointed at it in 86 of 90 by the end of the full stage (train/grounding.py).
+    "--set",
+    "w_env_state=1.0",
+    "--set",
+    "env_state_dim=9",
     # A skipped VLM layer hands the action expert its K/V projection of the passed-on hidden state and the expert
     # keeps all 8 layers (skip.py "project"). With "skip_expert" (the large models' default, where the expert's
     # denoising loop is most of the CPU time) this tiny expert ran 4 of its 8 layers at budget 0.5 and MoLe 50% fell

@@ -45,6 +45,14 @@ COLUMNS = (
 )
 
 
+def recorded_cameras(checkpoint: str | Path) -> tuple[list[str], tuple[int, int]]:
+    """The cameras (in the policy's input order) and image size (H, W) the checkpoint's dataset was recorded with,
+    from its dataset.json; the sim renders at that size (defaults: the scene camera at 224x224)."""
+    meta = read_json(Path(checkpoint), "dataset.json") or {}
+    height, width = meta.get("image_hw") or (224, 224)
+    return list(meta.get("cameras") or ["scene"]), (int(height), int(width))
+
+
 def evaluate(
     checkpoint: str | Path,
     episodes: int,
@@ -63,8 +71,7 @@ def evaluate(
 
     policy = MoLePolicy.from_pretrained(checkpoint)
     meta = read_json(Path(checkpoint), "dataset.json") or {}
-    cameras = list(meta.get("cameras") or ["scene"])
-    height, width = meta.get("image_hw") or (224, 224)
+    cameras, (height, width) = recorded_cameras(checkpoint)
     fps = float(meta.get("fps") or 30.0)
     label = label or Path(checkpoint).name
     held = None
