@@ -439,7 +439,7 @@ class LeRobotDatasetWriter:
 
     def _stats(self, data: pa.Table) -> dict:
         stats: dict[str, dict] = {}
-        for key in (STATE, ACTION, ENV_STATE)[: 3 if self.environment_state_dim else 2]:
+        for key in (k for k in (STATE, ACTION, ENV_STATE) if k in data.column_names):
             values = np.asarray(data[key].to_pylist(), dtype=np.float64)
             stats[key] = _vector_stats(values)
         for key in ("timestamp", "frame_index", "episode_index", "index", "task_index"):

@@ -55,15 +55,15 @@ class FrameDataset:
             raise ValueError(f"environment_state must be ({n}, E) finite values, got {tuple(env.shape)}")
         if torch.any(torch.diff(self.episode_index) < 0):
             raise ValueError("frames must be grouped by episode, in order")
-        # Last frame index of each frame's episode, for cutting chunks without crossing episodes.
-        ends = torch.zeros(n, dtype=torch.long)
+        # First and last frame of each frame's episode: chunks stop at the end, oversampling counts from the start.
+        starts, ends = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
         change = torch.nonzero(torch.diff(self.episode_index)).flatten()
         starts_next = torch.cat([change + 1, torch.tensor([n])])
         prev = 0
         for end in starts_next.tolist():
-            ends[prev:end] = end - 1
+            starts[prev:end], ends[prev:end] = prev, end - 1
             prev = end
-        self._episode_end = ends
+        self._episode_start, self._episode_end = starts, ends
 
     def __len__(self) -> int:
         return self.state.shape[0]
@@ -98,15 +98,9 @@ class FrameDataset:
         to reach for, and they are a small share of a dataset whose episodes mostly hold, grasp and lift."""
         if factor < 1 or start_frames < 0:
             raise ValueError(f"oversampling needs factor >= 1 and start_frames >= 0, got {factor}, {start_frames}")
-        n = len(self)
-        first = torch.cat(
-            [torch.zeros(1, dtype=torch.long), torch.nonzero(torch.diff(self.episode_index)).flatten() + 1]
-        )
-        starts = torch.zeros(n, dtype=torch.long)
-        starts[first] = first
-        position = torch.arange(n) - torch.cummax(starts, dim=0).values  # frame's index within its episode
-        early = torch.nonzero(position < start_frames).flatten()
-        return torch.cat([torch.arange(n), early.repeat(factor - 1)])
+        every = torch.arange(len(self))
+        early = torch.nonzero(every - self._episode_start < start_frames).flatten()
+        return torch.cat([every, early.repeat(factor - 1)])
 
     def batch(
         self, indices: Sequence[int], chunk_size: int, future_horizon: int = 0, environment_state: bool = False
@@ -161,10 +155,16 @@ def load_dataset(path: str | Path, image_size: int, cameras: Sequence[str] | Non
     if not reader.cameras:
         raise ValueError(f"{path}: the dataset has no camera videos; the policy needs at least one image")
     task_ids = sorted(reader.tasks)
-    source_hw = tuple(reader.frames(reader.cameras[0]).shape[1:3])
     remap = {old: new for new, old in enumerate(task_ids)}
+    # One camera's decoded frames at a time: each is dropped once resized, so a load never holds two cameras' videos.
+    images, source_hw = {}, None
+    for name in reader.cameras:
+        frames = reader.frames(name, cache=False)
+        source_hw = source_hw or tuple(frames.shape[1:3])
+        images[name] = resize_frames(frames, image_size)
+        del frames
     return FrameDataset(
-        images={name: resize_frames(reader.frames(name, cache=False), image_size) for name in reader.cameras},
+        images=images,
         state=torch.as_tensor(reader.state, dtype=torch.float32),
         action=torch.as_tensor(reader.action, dtype=torch.float32),
         episode_index=torch.as_tensor(reader.episode_index, dtype=torch.long),
