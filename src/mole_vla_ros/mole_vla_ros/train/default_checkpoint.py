@@ -1,6 +1,6 @@
 """Rebuild the shipped default checkpoint in one command: record, train, evaluate, write the card.
 
-    python -m mole_vla_ros.train.default_checkpoint            # ~105 min on 2 CPU cores, see the card for timings
+    python -m mole_vla_ros.train.default_checkpoint            # ~2 h on 2 CPU cores, see the card for timings
     python -m mole_vla_ros.train.default_checkpoint --eval-episodes 10 --steps 500   # quicker, weaker
 
 1. `mole-vla record`: scripted-expert pick demonstrations (scene + wrist cameras, 96x96, 30 Hz) -> <work>/data,
@@ -8,7 +8,7 @@
 2. `mole-vla train`, the shipped model: the tiny preset with 8 kept layers (chunk 16), the future-state and
    environment-state auxiliaries and the instruction FiLM of the visual tokens (config w_future, w_env_state,
    text_film), the expert at full depth at every
-   budget (skip_mode project); the full stage for 80% of the steps,
+   budget (skip_mode project); the full stage for 75% of the steps,
    then the router stage with CogKD, each step at budget 0.5, 0.25 or 1.0 (--mixed-budgets) -> <work>/run (its
    full-stage model and training state: <work>/run/stage_full). The no-CogKD ablation forks that run at the stage
    change and trains its router stage without distillation -> <work>/run_nokd.
@@ -73,7 +73,9 @@ MODEL_ARGS = [
     "--set",
     "skip_mode=project",
 ]
-LR, WARMUP, FULL_FRACTION = 5e-4, 100, 0.8
+# 28,000 steps, 75% in the full stage: at 20,000 (16,000 full) the full stage was still improving and MoLe 50% missed
+# the far cube by 2-6 cm (32/50); 21,000 full + 7,000 router steps took MoLe 50% to 43/50 (the card).
+LR, WARMUP, FULL_FRACTION = 5e-4, 100, 0.75
 # A light balance term and a 10x router learning rate: at balance 0.01 and the shared rate the router's scores
 # stayed near uniform, i.e. it did not route by input.
 ROUTER_ARGS = ["--budget", "0.5", "--balance-weight", "0.002", "--router-lr-scale", "10"]
@@ -220,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--work", default="runs/default_checkpoint", help="folder for the dataset and the training run")
     p.add_argument("--episodes", type=int, default=1200, help="demonstrations to record")
-    p.add_argument("--steps", type=int, default=20000, help="optimizer steps of the shipped run (80%% full stage)")
+    p.add_argument("--steps", type=int, default=28000, help="optimizer steps of the shipped run (75%% full stage)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument(
-        "--threads", type=int, default=1, help="torch threads (the shipped run used 1; another count sums differently)"
+        "--threads", type=int, default=2, help="torch threads (the shipped run used 2; another count sums differently)"
     )
     p.add_argument("--jobs", type=int, default=2, help="evaluation processes (rows run in parallel)")
     p.add_argument("--ship-dir", default=str(SHIP_DIR), help="where the checkpoint is copied")
