@@ -1,6 +1,6 @@
 """Rebuild the shipped default checkpoint in one command: record, train, evaluate, write the card.
 
-    python -m mole_vla_ros.train.default_checkpoint            # ~2 h on 2 CPU cores, see the card for timings
+    python -m mole_vla_ros.train.default_checkpoint            # ~2.3 h on 2 CPU cores, see the card for timings
     python -m mole_vla_ros.train.default_checkpoint --eval-episodes 10 --steps 500   # quicker, weaker
 
 1. `mole-vla record`: scripted-expert pick demonstrations (scene + wrist cameras, 96x96, 30 Hz) -> <work>/data,
@@ -222,7 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--work", default="runs/default_checkpoint", help="folder for the dataset and the training run")
     p.add_argument("--episodes", type=int, default=1200, help="demonstrations to record")
-    p.add_argument("--steps", type=int, default=28000, help="optimizer steps of the shipped run (75%% full stage)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=28000,
+        help=f"optimizer steps of the shipped run ({FULL_FRACTION * 100:.0f}%% full stage)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument(
