@@ -18,9 +18,11 @@ import pytest
 import rclpy
 import torch
 from action_msgs.msg import GoalStatus
+from rcl_interfaces.msg import Log
 from rclpy.action import ActionClient
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -71,8 +73,18 @@ class Rig:
         self.probe = rclpy.create_node("input_fault_probe")
         self.camera = lambda stamp: conversions.numpy_to_image(np.full((24, 32, 3), 90, np.uint8), "rgb8", stamp)
         self.chunks: list[ActionChunk] = []
+        self.node_log: list[str] = []  # the policy node's log lines, as /rosout carries them
         p = self.probe
         p.create_subscription(ActionChunk, "mole/action_chunk", self.chunks.append, qos.RELIABLE)
+        # From /rosout rather than polling pytest's capfd while the node writes: capfd's read-then-truncate loses
+        # whatever another thread writes in between. Transient local: /rosout keeps a history, so nothing logged
+        # before this subscription matched is missed.
+        p.create_subscription(
+            Log,
+            "/rosout",
+            lambda m: m.name == self.node.get_logger().name and self.node_log.append(m.msg),
+            QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+        )
         self.image_pub = p.create_publisher(Image, "camera/scene/image_raw", qos.SENSOR_DATA)
         self.joint_pub = p.create_publisher(JointState, "/joint_states", qos.RELIABLE)
         self.instruction_pub = p.create_publisher(String, "/mole/instruction", qos.RELIABLE)
@@ -187,7 +199,7 @@ def _image(encoding="rgb8", height=24, width=32, step=None, nbytes=None):
     ],
     ids=["float-encoding", "yuv", "short-data", "short-step", "empty"],
 )
-def test_garbage_images_are_refused_with_a_log_and_never_reach_the_model(rig, capfd, camera, log):
+def test_garbage_images_are_refused_with_a_log_and_never_reach_the_model(rig, camera, log):
     rig.camera = camera
     _, result, feedback = rig.send_goal(time_limit=1.0)
     wrapped = _result(result)
@@ -195,8 +207,8 @@ def test_garbage_images_are_refused_with_a_log_and_never_reach_the_model(rig, ca
     assert not rig.node.policy.images and not rig.chunks
     # Nothing was ever inferred: the goal only waited for an image.
     assert feedback[-1].feedback.state == "waiting_for_observation"
-    logged = capfd.readouterr().err
-    assert f"image on camera/scene/image_raw refused: {log}" in logged, logged[-2000:]
+    refusal = f"image on camera/scene/image_raw refused: {log}"
+    wait_until(lambda: any(refusal in line for line in rig.node_log), 5.0, message=f"'{refusal}' on /rosout")
     rig.camera = _image()  # a good camera again: zeros, rgb8
     _proves_the_node_still_works(rig)
 
@@ -227,29 +239,28 @@ def test_resolution_changes_mid_stream_reach_the_real_tiny_policy_and_chunks_con
 # ---- instructions and goals ----------------------------------------------------------------------------
 
 
-def test_huge_and_non_utf8_instructions_are_refused_and_the_node_keeps_running(rig, capfd):
+def test_huge_and_non_utf8_instructions_are_refused_and_the_node_keeps_running(rig):
     megabyte = "a" * (1 << 20)
     _, result, _ = rig.send_goal(megabyte)
     wrapped = _result(result)
     assert wrapped.status == GoalStatus.STATUS_ABORTED
     assert wrapped.result.reason == "invalid goal: instruction is 1048576 bytes; the limit is 4096"
 
+    wait_until(lambda: rig.instruction_pub.get_subscription_count() > 0, 10.0, message="the instruction subscription")
     rig.instruction_pub.publish(String(data=megabyte))
     # Invalid UTF-8 cannot be built as a Python str: patch the bytes of a serialized message instead.
     garbled = serialize_message(String(data="pick up the XX cube")).replace(b"XX", b"\xff\xfe")
     rig.instruction_pub.publish(garbled)
-    logged = []
 
-    expected = (
-        "instruction refused: instruction is 1048576 bytes",
+    for expected in (
+        "instruction refused: instruction is 1048576 bytes; the limit is 4096",
         "instruction refused: instruction is not valid UTF-8",
-    )
-
-    def refused() -> bool:
-        logged.append(capfd.readouterr().err)
-        return all(line in "".join(logged) for line in expected)
-
-    wait_until(refused, 15.0, message=f"both instructions to be refused in the log: {expected}")
+    ):
+        wait_until(
+            lambda expected=expected: any(line.startswith(expected) for line in rig.node_log),
+            15.0,
+            message=f"'{expected}' in the policy node's /rosout log",
+        )
     assert rig.node._task is None or rig.node._task.instruction != megabyte
     assert not rig.node.policy.images, "a refused instruction started inference"
     _proves_the_node_still_works(rig)
