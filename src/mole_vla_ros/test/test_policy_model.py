@@ -152,6 +152,32 @@ def test_lower_budget_changes_the_output():
     assert not torch.allclose(full, half)
 
 
+def test_text_padding_is_dropped_from_the_prefix_without_changing_chunks_scores_or_the_training_loss():
+    policy = tiny_policy()
+    batch, noise = make_batch(policy, batch=3), fixed_noise(policy, 3)  # instructions of 20, 19 and 12 bytes
+    runs = {}
+    for trim in (True, False):
+        policy.trim_text_padding = trim
+        with torch.no_grad():
+            length = policy._embed_prefix(batch, {}).embeds.shape[1]
+        pred = policy.predict_action_chunk(batch, budget=0.5, noise=noise)
+        policy.train()
+        torch.manual_seed(3)  # the same flow-matching noise and time in both passes
+        loss, _ = policy(batch, budget=0.5)
+        policy.zero_grad()
+        loss.backward()
+        grad = policy.state_proj.weight.grad.clone()
+        runs[trim] = (length, pred, loss.detach(), grad)
+    (trimmed, pred, loss, grad), (padded, pred_padded, loss_padded, grad_padded) = runs[True], runs[False]
+    # The longest instruction plus its newline is 21 bytes of the preset's 40 slots: 19 padding columns go.
+    assert padded - trimmed == policy.config.tokenizer_max_length - 21
+    torch.testing.assert_close(pred.actions, pred_padded.actions, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pred.scores, pred_padded.scores, rtol=0, atol=1e-6)
+    assert torch.equal(pred.active_mask, pred_padded.active_mask)
+    torch.testing.assert_close(loss, loss_padded, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, grad_padded, rtol=1e-4, atol=1e-6)
+
+
 def test_select_action_pops_a_chunk_then_refills():
     policy = tiny_policy()
     batch = make_batch(policy, batch=2)

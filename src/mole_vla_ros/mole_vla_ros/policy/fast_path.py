@@ -93,6 +93,7 @@ def enable_fast_path(
                 child.to(plan.weights)
         policy.cognition.data = policy.cognition.data.to(plan.weights)
     if plan.compile != "off":
+        policy.trim_text_padding = False  # one prefix length: instruction lengths would otherwise recompile the layers
         for layer in policy.expert.layers:
             layer.compile(mode=plan.compile, dynamic=False)
     return plan

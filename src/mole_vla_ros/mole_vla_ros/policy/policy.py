@@ -84,6 +84,11 @@ class MoLePolicy(nn.Module):
                 nn.init.zeros_(film.bias)
         self.normalizer = Normalizer(config)
         self.tokenizer = make_tokenizer(config)
+        # Instruction tokens that are padding in every row of a batch are dropped before the backbone: they are
+        # masked everywhere (and positions count real tokens only), so the outputs are the same, but they made up a
+        # quarter of the tiny preset's prefix (40 byte slots for ~22-byte sim tasks). Off where one fixed prefix
+        # length matters more (compiled layers, fast_path.py).
+        self.trim_text_padding = True
         self._queue: deque[torch.Tensor] = deque()
         self._teacher: SmolVLMBackbone | None = None  # EMA copy, kept out of state_dict/parameters on purpose
         self._quantized = False
@@ -129,6 +134,9 @@ class MoLePolicy(nn.Module):
         cams = len(batch["images"])
         pixels = torch.cat([prepare_image(img, cfg.input_size) for img in batch["images"]])  # (cams*B, 3, S, S)
         ids, text_mask = tokenize(self.tokenizer, list(batch["instruction"]), cfg.tokenizer_max_length)
+        if self.trim_text_padding:
+            used = text_mask.any(0)  # columns (left or right padding) where some row has a real token
+            ids, text_mask = ids[:, used], text_mask[:, used]
         ids, text_mask = ids.to(pixels.device), text_mask.to(pixels.device)
         text = self.backbone.embed_tokens(ids)  # (B, Tl, D)
         weights = text_mask.to(text.dtype).unsqueeze(-1)
