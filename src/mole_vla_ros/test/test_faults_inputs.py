@@ -79,10 +79,11 @@ class Rig:
         # From /rosout rather than polling pytest's capfd while the node writes: capfd's read-then-truncate loses
         # whatever another thread writes in between. Transient local: /rosout keeps a history, so nothing logged
         # before this subscription matched is missed.
+        node_name = self.node.get_logger().name
         p.create_subscription(
             Log,
             "/rosout",
-            lambda m: m.name == self.node.get_logger().name and self.node_log.append(m.msg),
+            lambda m: m.name == node_name and self.node_log.append(m.msg),
             QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
         )
         self.image_pub = p.create_publisher(Image, "camera/scene/image_raw", qos.SENSOR_DATA)
