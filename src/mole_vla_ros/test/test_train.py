@@ -334,10 +334,14 @@ def test_the_default_checkpoint_recipe_commands_parse(tmp_path):
     ablation must differ from the shipped run in the distillation only."""
     from mole_vla_ros.train import default_checkpoint as recipe
 
-    shipped, _, _ = train_cli.parse_args(recipe.train_command(tmp_path, 16000, 32, 2, lr=1e-3))
-    ablation, _, _ = train_cli.parse_args(recipe.nokd_command(tmp_path, 16000, 32, 2, lr=1e-3))
+    shipped, _, _ = train_cli.parse_args(recipe.train_command(tmp_path, 16000, 32, 2, lr=5e-4))
+    ablation, _, _ = train_cli.parse_args(recipe.nokd_command(tmp_path, 16000, 32, 2, lr=5e-4))
     assert shipped.stage == "both" and shipped.steps == 16000 and shipped.mixed_budgets == (0.25, 1.0)
-    assert shipped.lr == 1e-3 and train_cli.parse_args(recipe.train_command(tmp_path, 16000, 32, 2))[0].lr == recipe.LR
+    assert shipped.full_fraction == recipe.FULL_FRACTION
+    assert (
+        shipped.lr == 5e-4 != recipe.LR
+        and train_cli.parse_args(recipe.train_command(tmp_path, 16000, 32, 2))[0].lr == recipe.LR
+    )
     assert shipped.cogkd and shipped.fork is None and Path(shipped.out).name == recipe.SHIPPED_RUN
     assert not ablation.cogkd and ablation.fork == str(tmp_path / recipe.SHIPPED_RUN / "stage_full")
     differ = {f for f in ("out", "cogkd", "fork") if getattr(shipped, f) != getattr(ablation, f)}
