@@ -76,7 +76,7 @@ MODEL_ARGS = [
 # 17,500 steps at lr 1e-3, 60% in the full stage: 50 min on one thread. The previous default, 28,000 steps at 5e-4
 # (75% full), took 92 min for MoLe 50% 43/50. At 1e-3 a 10,500-step full stage already matched its full row (45/50),
 # and the router stage is what a shorter run starves: 14,000 steps (3,500 router) gave MoLe 50% 34/50 and `make demo`
-# 6 of 10 red runs; 7,000 router steps gave it back (the card: 9 of 10). What the halved time costs: `make demo`'s
+# 6 of 10 red runs; 7,000 router steps gave it back (the card: 9 of 10). What the shorter run costs: `make demo`'s
 # own scene, 11 of 20 in-process at 50% against 17 of 20, and slower picks in the bringup.
 LR, WARMUP, FULL_FRACTION = 1e-3, 100, 0.6
 # A light balance term and a 10x router learning rate: at balance 0.01 and the shared rate the router's scores
@@ -130,7 +130,7 @@ def nokd_command(work: Path, steps: int, batch_size: int, threads: int, lr: floa
     return _run_command(work, work / NOKD_RUN, steps, batch_size, threads, lr) + fork
 
 
-def _run_command(work: Path, out: Path, steps: int, batch_size: int, threads: int, lr: float = LR) -> list[str]:
+def _run_command(work: Path, out: Path, steps: int, batch_size: int, threads: int, lr: float) -> list[str]:
     return [
         *("--dataset", str(work / "data"), "--out", str(out), "--steps", str(steps)),
         *("--batch-size", str(batch_size), "--threads", str(threads), *MODEL_ARGS),
